@@ -1,0 +1,130 @@
+"""The package's exceptions: one base, and subclasses that also derive from the matching built-in."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ._status import ACLNN_CODES, ALLOCATION_CODES, STATUS, status_name
+
+__all__ = [
+    "AclnnArgumentError",
+    "AclnnError",
+    "CannError",
+    "CannInternalError",
+    "CannNotFoundError",
+    "CannOutOfMemoryError",
+    "CannResourceError",
+    "CannStateError",
+    "CannUsageError",
+    "ContractError",
+    "InvalidDtypeError",
+    "InvalidValueError",
+    "QScatterError",
+    "cann_error",
+]
+
+
+class QScatterError(Exception):
+    """Base class of every exception pyacl_qscatter raises on purpose."""
+
+
+class ContractError(QScatterError):
+    """An input breaks the operator contract; raised before anything is modified.
+
+    ``kind`` is the rule's name (the conformance set's ``error`` key), ``param`` the offending parameter.
+    """
+
+    def __init__(self, kind: str, param: str, message: str) -> None:
+        super().__init__(f"{param}: {message}")
+        self.kind = kind
+        self.param = param
+
+
+class InvalidValueError(ContractError, ValueError):
+    """A bad value or shape (a ``ValueError``)."""
+
+
+class InvalidDtypeError(ContractError, TypeError):
+    """A bad type or dtype (a ``TypeError``)."""
+
+
+class CannNotFoundError(QScatterError, OSError):
+    """No usable CANN toolkit was found; ``attempts`` lists every place tried and why it failed."""
+
+    def __init__(self, attempts: Sequence[tuple[str, str]], fix: str) -> None:
+        lines = [f"  - {where}: {why}" for where, why in attempts] or ["  (no place to look)"]
+        super().__init__("CANN could not be loaded. Tried, in order:\n" + "\n".join(lines) + f"\nFix: {fix}")
+        self.attempts = list(attempts)
+        self.fix = fix
+
+
+class CannError(QScatterError, RuntimeError):
+    """A CANN call failed: carries the function, the status code, its name and CANN's own message."""
+
+    def __init__(self, function: str, code: int, cann_message: str | None = None) -> None:
+        self.function = function
+        self.code = int(code)
+        self.name = status_name(self.code)
+        self.cann_message = (cann_message or "").strip()
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        entry = STATUS.get(self.code)
+        hint = entry.hint if entry is not None else "unknown status code (not in pyacl_qscatter's table)"
+        text = f"{self.function} failed with {self.name} ({self.code}): {hint}"
+        if self.cann_message:
+            text += f"\nCANN says: {self.cann_message}"
+        return text
+
+
+class CannUsageError(CannError, ValueError):
+    """Status class 1: a usage error the caller can fix."""
+
+
+class CannResourceError(CannError):
+    """Status class 2: a resource is missing or exhausted."""
+
+
+class CannOutOfMemoryError(CannResourceError, MemoryError):
+    """Host or device memory could not be allocated (a ``MemoryError``)."""
+
+
+class CannStateError(CannError):
+    """Status class 3: the service is in a state that does not allow the call."""
+
+
+class CannInternalError(CannError):
+    """Status class 5 (or unknown): an internal failure in CANN or on the device."""
+
+
+class AclnnError(CannError):
+    """An aclnn operator status (161xxx, 361xxx, 561xxx), apart from the runtime's codes."""
+
+
+class AclnnArgumentError(AclnnError, ValueError):
+    """aclnn 161xxx: the operator rejected its arguments."""
+
+
+def cann_error(function: str, code: int, cann_message: str | None = None) -> CannError:
+    """Build the exception that matches a CANN status code. Never raises.
+
+    >>> err = cann_error("aclrtMalloc", 207001, "out of memory")
+    >>> isinstance(err, MemoryError), err.name
+    (True, 'ACL_ERROR_RT_MEMORY_ALLOCATION')
+    """
+    try:
+        code = int(code)
+    except (TypeError, ValueError, OverflowError):
+        code = -1
+    cls: type[CannError]
+    if code in ACLNN_CODES or 161000 <= code < 162000 or 361000 <= code < 362000 or 561000 <= code < 562000:
+        cls = AclnnArgumentError if 161000 <= code < 162000 else AclnnError
+    elif code in ALLOCATION_CODES:
+        cls = CannOutOfMemoryError
+    else:
+        cls = {1: CannUsageError, 2: CannResourceError, 3: CannStateError}.get(
+            code // 100000 if code >= 100000 else 0, CannInternalError
+        )
+    if not isinstance(cann_message, str):
+        cann_message = None
+    return cls(function, code, cann_message)
