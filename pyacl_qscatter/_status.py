@@ -37,7 +37,8 @@ STATUS: dict[int, Status] = {
                    "use of freed memory)"),
     507046: Status("ACL_ERROR_RT_STREAM_SYNC_TIMEOUT", "waiting for the stream timed out"),
     161001: Status("ACLNN_ERR_PARAM_NULLPTR", "a required tensor was NULL"),
-    161002: Status("ACLNN_ERR_PARAM_INVALID", "the operator rejected its arguments (dtype, rank, SoC support)"),
+    161002: Status("ACLNN_ERR_PARAM_INVALID", "the operator rejected its arguments (dtype, rank, "
+                   "SoC support)"),
     361001: Status("ACLNN_ERR_RUNTIME_ERROR", "the runtime failed while running the operator"),
     561000: Status("ACLNN_ERR_INNER", "internal error in the operator library"),
     561002: Status("ACLNN_ERR_INNER_TILING_ERROR", "tiling failed: a shape or axis the kernel cannot handle"),
