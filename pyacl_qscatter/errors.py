@@ -9,6 +9,7 @@ from ._status import ACLNN_CODES, ALLOCATION_CODES, STATUS, status_name
 __all__ = [
     "AclnnArgumentError",
     "AclnnError",
+    "BackendUnavailableError",
     "CannError",
     "CannInternalError",
     "CannNotFoundError",
@@ -46,6 +47,10 @@ class InvalidValueError(ContractError, ValueError):
 
 class InvalidDtypeError(ContractError, TypeError):
     """A bad type or dtype (a ``TypeError``)."""
+
+
+class BackendUnavailableError(QScatterError, RuntimeError):
+    """The requested backend cannot run here; the message says why."""
 
 
 class CannNotFoundError(QScatterError, OSError):

@@ -1,0 +1,82 @@
+"""``python -m pyacl_qscatter bench``: figures measured side by side in one run (see README)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+
+from .. import reference
+from ..contract import check_arguments, check_indices
+
+
+def best_of(fn: Callable[[], object], repeat: int) -> float:
+    """Smallest wall time of ``repeat`` runs of ``fn`` (seconds): the least disturbed measurement.
+
+    >>> best_of(lambda: None, 3) >= 0
+    True
+    """
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def cpu_figures(repeat: int) -> dict[str, Any]:
+    """The reference backend at the seed's prefill shape against a NumPy copy of the updates' bytes.
+
+    >>> cpu_figures(1)["cpu_memcpy_ratio"] > 0
+    True
+    """
+    rng = np.random.default_rng(0)
+    bf16 = ml_dtypes.bfloat16
+    self_ = rng.integers(-128, 128, (24, 4096, 128), dtype=np.int8)
+    updates = rng.uniform(1, 2, (24, 4096, 128)).astype(bf16)
+    scales = rng.uniform(0, 1, (1, 1, 128)).astype(bf16)
+    zps = rng.uniform(0, 1, (1, 1, 128)).astype(bf16)
+    indices = np.zeros(24, np.int32)
+    plan = check_arguments(self_, indices, updates, scales, zps, -2, -1, "update")
+    check_indices(plan, indices)
+    copy_dst = np.empty_like(updates)
+    t_copy = best_of(lambda: np.copyto(copy_dst, updates), repeat)
+    t_quant = best_of(lambda: reference.quantize(updates, scales, zps), repeat)
+    t_call = best_of(lambda: reference.run(plan, self_, indices, updates, scales, zps), repeat)
+    return {
+        "cpu_shape": "updates [24, 4096, 128] bf16 into self [24, 4096, 128] int8",
+        "cpu_threads": reference.thread_count(),
+        "cpu_copy_ms": t_copy * 1e3,
+        "cpu_quantize_ms": t_quant * 1e3,
+        "cpu_call_ms": t_call * 1e3,
+        "cpu_memcpy_ratio": t_copy / t_quant,
+        "cpu_call_memcpy_ratio": t_copy / t_call,
+    }
+
+
+def main(argv: list[str]) -> int:
+    """Print the figures (``--json``: one JSON object).
+
+    >>> main(["--backend", "cpu", "--repeat", "1", "--json"])  # doctest: +ELLIPSIS
+    {"backend": "cpu", ...}
+    0
+    """
+    parser = argparse.ArgumentParser(prog="python -m pyacl_qscatter bench")
+    parser.add_argument("--backend", choices=["cpu"], default="cpu")
+    parser.add_argument("--repeat", type=int, default=10, help="runs per figure; the best is kept")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    figures: dict[str, Any] = {"backend": args.backend}
+    figures.update(cpu_figures(args.repeat))
+    if args.json:
+        print(json.dumps(figures))
+        return 0
+    for key, value in figures.items():
+        print(f"{key:24} {value:.4g}" if isinstance(value, float) else f"{key:24} {value}")
+    print("cpu_memcpy_ratio = NumPy copy time of the updates' bytes / reference quantize time (goal >= 0.15)")
+    return 0

@@ -1,0 +1,106 @@
+"""Turning what a caller passes into the arrays the contract checks (the documented conversion rule).
+
+Rule: an array whose dtype CANN accepts for that parameter is used as it is, never converted (so a wrong
+combination of CANN dtypes is reported, not silently fixed). Anything else that holds numbers (float64
+arrays, float32 updates, float16 scales, nested lists, Python scalars) is converted to the dtype the
+combination needs, and the combination is decided by ``updates``: bfloat16 unless updates are float16.
+Floats become bfloat16 by rounding to nearest even; int32 zero points must be integral. ``strict=True``
+refuses every conversion. ``self`` is never converted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .dtypes import BFLOAT16, FLOAT16, FLOAT32, INT32, INT64, dtype_name
+from .errors import InvalidDtypeError, InvalidValueError
+
+__all__ = ["host_inputs"]
+
+Array = np.ndarray[Any, Any]
+
+# Dtypes CANN accepts for each parameter: these pass through untouched.
+NATIVE = {
+    "updates": (BFLOAT16, FLOAT16),
+    "quant_scales": (BFLOAT16, FLOAT32),
+    "quant_zero_points": (BFLOAT16, INT32),
+    "indices": (np.dtype(np.int32), INT64),
+}
+TARGET = {  # combination -> dtype of (scales, zero points)
+    "bf16": (BFLOAT16, BFLOAT16),
+    "fp16": (FLOAT32, INT32),
+}
+
+
+def _numeric(value: object, param: str) -> Array:
+    if value is None:
+        raise InvalidDtypeError(param, param, "is required, got None")
+    if isinstance(value, (str, bytes)):
+        raise InvalidDtypeError(param, param, f"expected numbers, got a {type(value).__name__}: {value!r:.40}")
+    try:
+        arr = np.asarray(value)
+    except ValueError as exc:  # ragged nested lists
+        raise InvalidValueError(param, param, f"is not a rectangular array of numbers ({exc})") from None
+    if arr.dtype == BFLOAT16 or arr.dtype.kind in "iuf":
+        return arr
+    raise InvalidDtypeError(param, param, f"expected a numeric array, got dtype {dtype_name(arr.dtype)}")
+
+
+def _convert(value: object, param: str, target: np.dtype[Any], strict: bool) -> Array:
+    arr = _numeric(value, param)
+    if arr.dtype in NATIVE[param]:
+        return arr
+    if strict:
+        raise InvalidDtypeError(param, param, f"strict=True: must already be one of "
+                                f"{[dtype_name(d) for d in NATIVE[param]]}, got {dtype_name(arr.dtype)}"
+                                f"{'' if isinstance(value, np.ndarray) else ' (not an ndarray)'}")
+    if target == INT32:
+        if arr.dtype.kind == "f" or arr.dtype == BFLOAT16:
+            f64 = arr.astype(np.float64)
+            if not np.all(np.isfinite(f64)) or np.any(f64 != np.round(f64)):
+                raise InvalidValueError(param, param, "int32 zero points (float16 combination) must be "
+                                        "integral and finite")
+            arr = f64
+        lo, hi = np.iinfo(np.int32).min, np.iinfo(np.int32).max
+        if arr.size and (arr.min() < lo or arr.max() > hi):
+            raise InvalidValueError(param, param, f"values must fit in int32, got range [{arr.min()}, "
+                                    f"{arr.max()}]")
+    elif target == BFLOAT16 and arr.dtype.kind in "iu":
+        arr = arr.astype(np.float64)  # exact for the ints that survive bf16 rounding anyway
+    return arr.astype(target)
+
+
+def _indices(value: object, strict: bool) -> Array:
+    if value is None:
+        raise InvalidDtypeError("indices", "indices", "is required, got None")
+    if isinstance(value, np.ndarray):
+        arr = value
+    else:
+        try:
+            arr = np.asarray(value)
+        except ValueError as exc:
+            raise InvalidValueError("indices_2d_shape", "indices", f"is not a rectangular array ({exc})") from None
+    if arr.dtype in NATIVE["indices"]:
+        return arr
+    if arr.dtype.kind in "iu" and not strict:
+        return arr.astype(INT64)  # nested lists of Python ints, other integer dtypes
+    raise InvalidDtypeError("indices_dtype", "indices", f"must be int32 or int64, got "
+                            f"{dtype_name(arr.dtype)}")
+
+
+def host_inputs(
+    indices: object, updates: object, quant_scales: object, quant_zero_points: object, strict: bool
+) -> tuple[Array, Array, Array, Array | None]:
+    """Apply the conversion rule; return (indices, updates, quant_scales, quant_zero_points) as arrays.
+
+    >>> i, u, s, z = host_inputs([0], [[[1.5] * 32]], [0.5] * 32, None, strict=False)
+    >>> i.dtype, u.dtype, s.dtype, z
+    (dtype('int64'), dtype(bfloat16), dtype(bfloat16), None)
+    """
+    upd = _convert(updates, "updates", BFLOAT16, strict)
+    sc_t, zp_t = TARGET["fp16" if upd.dtype == FLOAT16 else "bf16"]
+    scales = _convert(quant_scales, "quant_scales", sc_t, strict)
+    zps = None if quant_zero_points is None else _convert(quant_zero_points, "quant_zero_points", zp_t, strict)
+    return _indices(indices, strict), upd, scales, zps

@@ -1,0 +1,109 @@
+"""The NumPy-facing functions: quant_scatter_ (in place) and quant_scatter (a new array)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import reference
+from ._convert import host_inputs
+from .backends import select_backend
+from .contract import Product, check_arguments, check_indices
+from .errors import InvalidDtypeError, InvalidValueError
+
+__all__ = ["npu_quant_scatter", "npu_quant_scatter_", "quant_scatter", "quant_scatter_"]
+
+Array = np.ndarray[Any, Any]
+
+
+def _host_self(self: object, inplace: bool) -> Array:
+    if not isinstance(self, np.ndarray):
+        raise InvalidDtypeError("self_type", "self", f"must be a NumPy int8 array, got {type(self).__name__}")
+    if inplace and not self.flags.writeable:
+        raise InvalidValueError("readonly", "self", "is read-only; the in-place call must write into it "
+                                "(use quant_scatter for a new array)")
+    return self
+
+
+def _run(self: Array, indices: object, updates: object, quant_scales: object, quant_zero_points: object,
+         axis: int, quant_axis: int, reduce: str, backend: str | None, strict: bool,
+         product: str | Product | None) -> None:
+    name = select_backend(backend)
+    idx, upd, sc, zp = host_inputs(indices, updates, quant_scales, quant_zero_points, strict)
+    if name == "npu":
+        from . import npu
+
+        npu.run_host(self, idx, upd, sc, zp, axis, quant_axis, reduce)
+        return
+    plan = check_arguments(self, idx, upd, sc, zp, axis, quant_axis, reduce, product)
+    check_indices(plan, idx)
+    reference.run(plan, self, idx, upd, sc, zp)
+
+
+def quant_scatter_(
+    self: Array,
+    indices: Any,
+    updates: Any,
+    quant_scales: Any,
+    quant_zero_points: Any = None,
+    axis: int = -2,
+    quant_axis: int = -1,
+    reduce: str = "update",
+    *,
+    backend: str | None = None,
+    strict: bool = False,
+    product: str | Product | None = None,
+) -> Array:
+    """Quantize ``updates`` to int8 and write them into ``self`` in place at ``indices`` along ``axis``.
+
+    Returns ``self``. Every contract check runs first; on any error ``self`` is left unchanged.
+    ``backend``: "cpu", "npu" or None (``$PYACL_QSCATTER_BACKEND``, else npu when available, else cpu).
+    ``strict``: refuse implicit dtype conversions. ``product``: the rules of the cpu backend ("A2" by
+    default; "A3", "310P", "950" or a SoC name); the npu backend follows its device.
+
+    >>> import numpy as np, ml_dtypes
+    >>> bf = ml_dtypes.bfloat16
+    >>> cache = np.zeros((2, 4, 32), np.int8)
+    >>> out = quant_scatter_(cache, np.array([3, 0], np.int32), np.full((2, 1, 32), 1.5, bf),
+    ...                      np.full(32, 0.5, bf), backend="cpu")
+    >>> out is cache, cache[0, 3, 0], cache[1, 0, 0]
+    (True, np.int8(3), np.int8(3))
+    """
+    target = _host_self(self, inplace=True)
+    _run(target, indices, updates, quant_scales, quant_zero_points, axis, quant_axis, reduce, backend,
+         strict, product)
+    return target
+
+
+def quant_scatter(
+    self: Array,
+    indices: Any,
+    updates: Any,
+    quant_scales: Any,
+    quant_zero_points: Any = None,
+    axis: int = -2,
+    quant_axis: int = -1,
+    reduce: str = "update",
+    *,
+    backend: str | None = None,
+    strict: bool = False,
+    product: str | Product | None = None,
+) -> Array:
+    """Like `quant_scatter_`, but return a new array and leave ``self`` untouched.
+
+    >>> import numpy as np
+    >>> cache = np.zeros((1, 2, 32), np.int8)
+    >>> new = quant_scatter(cache, [1], np.ones((1, 1, 32)), np.ones(32), backend="cpu")
+    >>> int(cache.sum()), int(new[0, 1].sum())
+    (0, 32)
+    """
+    result = _host_self(self, inplace=False).copy()
+    _run(result, indices, updates, quant_scales, quant_zero_points, axis, quant_axis, reduce, backend,
+         strict, product)
+    return result
+
+
+# torch_npu's names, for code written against torch_npu.npu_quant_scatter_ / npu_quant_scatter.
+npu_quant_scatter_ = quant_scatter_
+npu_quant_scatter = quant_scatter
