@@ -1,0 +1,432 @@
+"""Find and load CANN's shared libraries: once per process, under a lock, on first device use only.
+
+``import pyacl_qscatter`` loads nothing; the first call of :func:`load` (made by the device layer) does.
+
+Search order -- the first place where every required symbol resolves wins:
+
+1. ``$PYACL_QSCATTER_CANN_HOME`` (explicit override for this package)
+2. ``$ASCEND_HOME_PATH`` (exported by the toolkit's ``set_env.sh``)
+3. ``$ASCEND_TOOLKIT_HOME``
+4. ``/usr/local/Ascend/cann`` (default install root of CANN >= 8.5)
+5. ``/usr/local/Ascend/ascend-toolkit/latest`` (default install root of CANN <= 8.3)
+6. the system loader: plain sonames, resolved through the ``LD_LIBRARY_PATH`` and ``ld.so.cache`` that
+   were in force when the process started.
+
+For a home ``H`` the libraries are loaded from ``H/lib64`` by absolute path with ``RTLD_NOW | RTLD_GLOBAL``,
+in dependency order: the runtime (``libascendcl.so``, else ``libacl_rt.so``), ``libnnopbase.so``, then the
+first of ``libopapi.so``, ``libopapi_nn.so``, ``libaclnn_ops_infer.so`` that exports
+``aclnnInplaceQuantScatterGetWorkspaceSize``. Libraries under ``*/devlib/`` (link-time stubs that fail at
+run time) are never loaded. Every required symbol is resolved at load time; optional ones become
+:class:`Caps` flags. When nothing works, one :class:`~pyacl_qscatter.errors.CannNotFoundError` lists every
+place tried, why it failed and how to fix it.
+
+A success is cached for the process. A failure is cached per value of the environment variables above, so
+repeated calls are cheap, yet setting ``ASCEND_HOME_PATH`` later triggers a fresh search.
+
+>>> ok, why = is_available()   # never raises
+>>> isinstance(ok, bool) and isinstance(why, str)
+True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import dataclasses
+import os
+import threading
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from ._ffi._cann import ffi as _FFI
+from .errors import CannNotFoundError
+
+__all__ = [
+    "CAPABILITIES",
+    "DEFAULT_HOMES",
+    "ENV_VARS",
+    "REQUIRED",
+    "Cann",
+    "Caps",
+    "find",
+    "is_available",
+    "load",
+    "search",
+]
+
+ENV_VARS: tuple[str, ...] = ("PYACL_QSCATTER_CANN_HOME", "ASCEND_HOME_PATH", "ASCEND_TOOLKIT_HOME")
+DEFAULT_HOMES: tuple[str, ...] = ("/usr/local/Ascend/cann", "/usr/local/Ascend/ascend-toolkit/latest")
+
+ROLES: tuple[str, ...] = ("rt", "nnopbase", "opapi")
+CANDIDATES: dict[str, tuple[str, ...]] = {
+    "rt": ("libascendcl.so", "libacl_rt.so"),
+    "nnopbase": ("libnnopbase.so",),
+    "opapi": ("libopapi.so", "libopapi_nn.so", "libaclnn_ops_infer.so"),
+}
+# A candidate library is accepted for its role only if it exports this symbol.
+PROBES: dict[str, str] = {
+    "rt": "aclInit",
+    "nnopbase": "aclCreateTensor",
+    "opapi": "aclnnInplaceQuantScatterGetWorkspaceSize",
+}
+
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "rt": (
+        "aclInit", "aclFinalize", "aclGetRecentErrMsg",
+        "aclrtSetDevice", "aclrtResetDevice", "aclrtGetDevice", "aclrtGetDeviceCount",
+        "aclrtSynchronizeDevice",
+        "aclrtCreateContext", "aclrtDestroyContext", "aclrtSetCurrentContext", "aclrtGetCurrentContext",
+        "aclrtCreateStream", "aclrtDestroyStream", "aclrtSynchronizeStream",
+        "aclrtMalloc", "aclrtFree", "aclrtMallocHost", "aclrtFreeHost",
+        "aclrtMemcpy", "aclrtMemcpyAsync", "aclrtMemset", "aclrtMemsetAsync", "aclrtGetMemInfo",
+        "aclrtCreateEvent", "aclrtRecordEvent", "aclrtSynchronizeEvent", "aclrtEventElapsedTime",
+        "aclrtDestroyEvent",
+    ),
+    "nnopbase": ("aclCreateTensor", "aclDestroyTensor"),
+    "opapi": ("aclnnInplaceQuantScatterGetWorkspaceSize", "aclnnInplaceQuantScatter"),
+}
+
+# Capability flag -> (role where the symbols normally live, symbols that must ALL be present).
+CAPABILITIES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "v2": ("opapi", ("aclnnInplaceQuantScatterV2GetWorkspaceSize", "aclnnInplaceQuantScatterV2")),
+    "repeatable_executor": ("nnopbase", (
+        "aclSetAclOpExecutorRepeatable", "aclDestroyAclOpExecutor", "aclSetInputTensorAddr",
+        "aclSetOutputTensorAddr",
+    )),
+    "soc_name": ("rt", ("aclrtGetSocName",)),
+    "version": ("rt", ("aclrtGetVersion",)),
+    "stream_sync_timeout": ("rt", ("aclrtSynchronizeStreamWithTimeout",)),
+    "event_with_flag": ("rt", ("aclrtCreateEventWithFlag",)),
+}
+
+FIX = (
+    "source the toolkit's environment script (e.g. `source /usr/local/Ascend/ascend-toolkit/set_env.sh` or "
+    "`source /usr/local/Ascend/cann/set_env.sh`), or set ASCEND_HOME_PATH (or PYACL_QSCATTER_CANN_HOME) "
+    "to the toolkit root that contains lib64/libascendcl.so, lib64/libnnopbase.so and lib64/libopapi.so"
+)
+
+_DLFLAGS = _FFI.RTLD_NOW | _FFI.RTLD_GLOBAL
+_SYMBOL_ERRORS = (AttributeError, _FFI.error)
+
+
+@dataclass(frozen=True)
+class Caps:
+    """Optional parts of the C interface that the loaded toolkit provides.
+
+    >>> Caps().v2
+    False
+    """
+
+    v2: bool = False
+    """``aclnnInplaceQuantScatterV2GetWorkspaceSize`` and ``aclnnInplaceQuantScatterV2`` (CANN >= 8.5)."""
+    repeatable_executor: bool = False
+    """``aclSetAclOpExecutorRepeatable``, ``aclDestroyAclOpExecutor``, ``aclSet{Input,Output}TensorAddr``."""
+    soc_name: bool = False
+    """``aclrtGetSocName``."""
+    version: bool = False
+    """``aclrtGetVersion``."""
+    stream_sync_timeout: bool = False
+    """``aclrtSynchronizeStreamWithTimeout``."""
+    event_with_flag: bool = False
+    """``aclrtCreateEventWithFlag``."""
+
+    def as_dict(self) -> dict[str, bool]:
+        """Return the flags by name.
+
+        >>> Caps(v2=True).as_dict()["v2"]
+        True
+        """
+        return {f.name: bool(getattr(self, f.name)) for f in fields(self)}
+
+
+@dataclass(frozen=True, eq=False)
+class Cann:
+    """A loaded CANN: the cffi ``ffi``, one library handle per role and every resolved function.
+
+    ``functions`` maps each resolved symbol (all required ones, and the optional ones present) to its cffi
+    function object. ``paths`` maps a role (``"rt"``, ``"nnopbase"``, ``"opapi"``) to the library's
+    absolute path. ``home`` is the toolkit root, or ``None`` when the system loader found the libraries.
+
+    >>> cann = load()                  # doctest: +SKIP
+    >>> cann.caps.v2, cann.paths["opapi"]  # doctest: +SKIP
+    (False, '/usr/local/Ascend/ascend-toolkit/latest/lib64/libopapi.so')
+    """
+
+    ffi: Any
+    rt: Any
+    nnopbase: Any
+    opapi: Any
+    paths: Mapping[str, str]
+    home: str | None
+    source: str
+    caps: Caps
+    functions: Mapping[str, Any] = field(repr=False)
+    attempts: tuple[tuple[str, str], ...] = ()
+
+
+# ---------------------------------------------------------------------------------------------- search
+
+
+def _has(lib: Any, name: str) -> bool:
+    try:
+        getattr(lib, name)
+    except _SYMBOL_ERRORS:
+        return False
+    return True
+
+
+def _is_devlib(path: str) -> bool:
+    parts = set(os.path.normpath(path).split(os.sep)) | set(os.path.realpath(path).split(os.sep))
+    return "devlib" in parts
+
+
+class _DlInfo(ctypes.Structure):
+    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
+                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+
+
+def _dladdr_path(function: Any) -> str | None:
+    """The file that defines a resolved cffi function, through dladdr(3); None if unknown."""
+    try:
+        dladdr = ctypes.CDLL(None).dladdr
+        dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
+        info = _DlInfo()
+        address = ctypes.c_void_p(int(_FFI.cast("uintptr_t", function)))
+        if dladdr(address, ctypes.byref(info)) and info.dli_fname:
+            return os.path.abspath(os.fsdecode(info.dli_fname))
+    except (AttributeError, OSError, ValueError, TypeError):
+        pass
+    return None
+
+
+def _close(libs: Sequence[Any]) -> None:
+    for lib in reversed(libs):
+        with contextlib.suppress(Exception):  # best effort, after a failed attempt
+            _FFI.dlclose(lib)
+
+
+def _try_place(where: str, home: str | None) -> tuple[Cann | None, str]:
+    """Load one place (a home, or the system loader if ``home`` is None): (Cann, "loaded") or (None, why)."""
+    reasons: list[str] = []
+    opened: list[Any] = []
+    chosen: dict[str, tuple[Any, str]] = {}
+    lib64 = os.path.join(home, "lib64") if home is not None else None
+    if home is not None:
+        if not os.path.isdir(home):
+            return None, "directory does not exist"
+        if lib64 is None or not os.path.isdir(lib64):
+            return None, f"no lib64 directory (expected {os.path.join(home, 'lib64', 'libascendcl.so')})"
+    for role in ROLES:
+        for name in CANDIDATES[role]:
+            target = os.path.join(lib64, name) if lib64 is not None else name
+            if lib64 is not None:
+                if not os.path.lexists(target):
+                    reasons.append(f"{name}: no such file")
+                    continue
+                if _is_devlib(target):
+                    reasons.append(f"{target}: is a link-time stub under devlib/, not loaded")
+                    continue
+            try:
+                lib = _FFI.dlopen(target, _DLFLAGS)
+            except OSError as exc:
+                text = str(exc).removeprefix(f"cannot load library '{target}': ")
+                reasons.append(f"{name}: dlopen failed: {text}")
+                continue
+            opened.append(lib)
+            if not _has(lib, PROBES[role]):
+                reasons.append(f"{target}: does not export {PROBES[role]}")
+                continue
+            path = target
+            if lib64 is None:
+                path = _dladdr_path(getattr(lib, PROBES[role])) or name
+                if _is_devlib(path):
+                    reasons.append(f"{path}: is a link-time stub under devlib/ (found through the system "
+                                   "loader), not used")
+                    continue
+            chosen[role] = (lib, path)
+            break
+        if role not in chosen:
+            _close(opened)
+            return None, f"no usable {role} library ({'; '.join(reasons)})"
+    libs = {role: lib for role, (lib, _) in chosen.items()}
+
+    def resolve(role: str, symbol: str) -> Any | None:
+        for r in (role, *[x for x in ROLES if x != role]):
+            try:
+                return getattr(libs[r], symbol)
+            except _SYMBOL_ERRORS:
+                continue
+        return None
+
+    functions: dict[str, Any] = {}
+    missing: list[str] = []
+    for role, symbols in REQUIRED.items():
+        for symbol in symbols:
+            fn = resolve(role, symbol)
+            if fn is None:
+                missing.append(symbol)
+            else:
+                functions[symbol] = fn
+    if missing:
+        _close(opened)
+        return None, f"missing required symbols: {', '.join(missing)}"
+    flags: dict[str, bool] = {}
+    for cap, (role, symbols) in CAPABILITIES.items():
+        found = {s: resolve(role, s) for s in symbols}
+        flags[cap] = all(fn is not None for fn in found.values())
+        if flags[cap]:
+            functions.update(found)
+    _close([lib for lib in opened if all(lib is not kept for kept in libs.values())])
+    cann = Cann(
+        ffi=_FFI, rt=libs["rt"], nnopbase=libs["nnopbase"], opapi=libs["opapi"],
+        paths={role: path for role, (_, path) in chosen.items()}, home=home, source=where,
+        caps=Caps(**flags), functions=functions,
+    )
+    return cann, "loaded"
+
+
+def _places(
+    env: Mapping[str, str], default_homes: Sequence[str], system: bool
+) -> list[tuple[str, str | None]]:
+    places: list[tuple[str, str | None]] = []
+    for var in ENV_VARS:
+        value = env.get(var, "")
+        places.append((var, os.path.abspath(value) if value else ""))
+    places.extend((home, home) for home in default_homes)
+    if system:
+        places.append(("system loader (LD_LIBRARY_PATH, ld.so.cache)", None))
+    return places
+
+
+def search(
+    env: Mapping[str, str] | None = None,
+    *,
+    default_homes: Sequence[str] = DEFAULT_HOMES,
+    system: bool = True,
+) -> Cann | CannNotFoundError:
+    """Run the whole search once, without any caching; return the loaded CANN or the error describing it all.
+
+    ``env`` defaults to ``os.environ``. :func:`load` is the cached, locked entry point; call this directly
+    only to inspect a toolkit without touching the process-wide state.
+
+    >>> result = search({}, default_homes=(), system=False)
+    >>> isinstance(result, CannNotFoundError)
+    True
+    """
+    env = os.environ if env is None else env
+    attempts: list[tuple[str, str]] = []
+    tried: dict[str, str] = {}
+    for where, home in _places(env, default_homes, system):
+        label = where if home is None or where == home else f"{where}={home}"
+        if home == "":
+            attempts.append((where, "not set"))
+            continue
+        key = os.path.realpath(home) if home is not None else "<system>"
+        if key in tried:
+            attempts.append((label, f"same place as {tried[key]}, already tried"))
+            continue
+        tried[key] = label
+        try:
+            cann, why = _try_place(where, home)
+        except Exception as exc:
+            cann, why = None, f"unexpected error: {type(exc).__name__}: {exc}"
+        attempts.append((label, why))
+        if cann is not None:
+            return dataclasses.replace(cann, attempts=tuple(attempts))
+    return CannNotFoundError(attempts, FIX)
+
+
+# ---------------------------------------------------------------------------------------- process cache
+
+_lock = threading.Lock()
+_loaded: Cann | None = None
+_failures: dict[tuple[str | None, ...], CannNotFoundError] = {}
+_warned_opp = False
+
+
+def _env_key() -> tuple[str | None, ...]:
+    return tuple(os.environ.get(var) for var in ENV_VARS)
+
+
+def _warn_missing_opp(cann: Cann) -> None:
+    global _warned_opp
+    if _warned_opp or os.environ.get("ASCEND_OPP_PATH"):
+        return
+    _warned_opp = True
+    hint = ""
+    if cann.home is not None and os.path.isdir(os.path.join(cann.home, "opp")):
+        hint = f" (here: export ASCEND_OPP_PATH={os.path.join(cann.home, 'opp')})"
+    warnings.warn(
+        "ASCEND_OPP_PATH is not set: aclnn operators cannot find their kernels and fail with 561107 "
+        f"(ACLNN_ERR_INNER_OPP_PATH_NOT_FOUND). Source the toolkit's set_env.sh{hint}.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+def load() -> Cann:
+    """Load CANN (once per process) and return it; raise ``CannNotFoundError`` listing every place tried.
+
+    >>> cann = load()        # doctest: +SKIP
+    >>> sorted(cann.paths)   # doctest: +SKIP
+    ['nnopbase', 'opapi', 'rt']
+    """
+    global _loaded
+    cann = _loaded
+    if cann is not None:
+        return cann
+    with _lock:
+        if _loaded is not None:
+            return _loaded
+        key = _env_key()
+        failure = _failures.get(key)
+        if failure is None:
+            result = search()
+            if isinstance(result, Cann):
+                _loaded = result
+                _warn_missing_opp(result)
+                return result
+            _failures[key] = failure = result
+    raise CannNotFoundError(failure.attempts, failure.fix)  # a fresh instance: no traceback build-up
+
+
+def find() -> Cann | CannNotFoundError:
+    """Like :func:`load`, but return the error instead of raising it (for diagnostics).
+
+    >>> result = find()
+    >>> isinstance(result, (Cann, CannNotFoundError))
+    True
+    """
+    try:
+        return load()
+    except CannNotFoundError as exc:
+        return exc
+    except Exception as exc:
+        return CannNotFoundError([("loader", f"unexpected error: {type(exc).__name__}: {exc}")], FIX)
+
+
+def is_available() -> tuple[bool, str]:
+    """Return (True, where CANN was loaded from) or (False, why not). Never raises.
+
+    >>> is_available()  # doctest: +SKIP
+    (False, 'CANN could not be loaded. Tried, in order: ...')
+    """
+    try:
+        result = find()
+        if isinstance(result, Cann):
+            where = result.home if result.home is not None else "the system loader"
+            return True, f"CANN loaded from {where} (via {result.source})"
+        return False, str(result)
+    except Exception as exc:
+        return False, f"unexpected error while looking for CANN: {type(exc).__name__}: {exc}"
+
+
+def loaded() -> Cann | None:
+    """Return the process's loaded CANN without triggering a search (None if not loaded yet).
+
+    >>> loaded() is None or isinstance(loaded(), Cann)
+    True
+    """
+    return _loaded
