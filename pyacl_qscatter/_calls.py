@@ -1,0 +1,783 @@
+"""Thin checked calls: one function per CANN C function the package uses; the only code that calls ``lib``.
+
+Every function checks the status; on failure it reads ``aclGetRecentErrMsg()`` at once, on the failing
+thread, before anything else, and raises :func:`pyacl_qscatter.errors.cann_error`'s exception.
+
+Conventions: device and host pointers, streams, events and contexts are Python ``int`` (0 is NULL and, for
+streams, the default stream), so that memory from other runtimes and ours look the same; tensor
+descriptors and executors are cffi ``cdata`` pointers. CANN is loaded on the first call (see
+``_loader``); :func:`bind` does it explicitly.
+
+>>> from pyacl_qscatter import _calls
+>>> _calls.init()                          # doctest: +SKIP
+>>> _calls.set_device(0)                   # doctest: +SKIP
+>>> ptr = _calls.malloc(1024)              # doctest: +SKIP
+>>> _calls.free(ptr)                       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from . import _loader
+from ._ffi._cann import ffi
+from .errors import CannError, cann_error
+
+__all__ = [
+    "ACLNN_ERR_PARAM_INVALID",
+    "ACL_ERROR_API_NOT_SUPPORT",
+    "bind",
+    "bound",
+    "buffer_address",
+    "create_context",
+    "create_event",
+    "create_event_with_flag",
+    "create_stream",
+    "create_tensor",
+    "destroy_context",
+    "destroy_event",
+    "destroy_executor",
+    "destroy_stream",
+    "destroy_tensor",
+    "event_elapsed_time",
+    "finalize",
+    "free",
+    "free_host",
+    "get_current_context",
+    "get_device",
+    "get_device_count",
+    "get_mem_info",
+    "get_soc_name",
+    "get_version",
+    "init",
+    "malloc",
+    "malloc_host",
+    "memcpy",
+    "memcpy_async",
+    "memset",
+    "memset_async",
+    "quant_scatter",
+    "quant_scatter_get_workspace_size",
+    "quant_scatter_v2",
+    "quant_scatter_v2_get_workspace_size",
+    "recent_error_message",
+    "record_event",
+    "reset_device",
+    "set_current_context",
+    "set_device",
+    "set_executor_repeatable",
+    "set_input_tensor_addr",
+    "set_output_tensor_addr",
+    "synchronize_device",
+    "synchronize_event",
+    "synchronize_stream",
+    "synchronize_stream_with_timeout",
+]
+
+ACL_ERROR_API_NOT_SUPPORT = 200001
+ACLNN_ERR_PARAM_INVALID = 161002
+
+_NULL = ffi.NULL
+_new = ffi.new
+_cast = ffi.cast
+_VOIDP = ffi.typeof("void *")
+_VOIDPP = ffi.typeof("void **")
+_UINTPTR = ffi.typeof("uintptr_t")
+_I32P = ffi.typeof("int32_t *")
+_U32P = ffi.typeof("uint32_t *")
+_U64P = ffi.typeof("uint64_t *")
+_SIZEP = ffi.typeof("size_t *")
+_FLOATP = ffi.typeof("float *")
+_I64ARR = ffi.typeof("int64_t[]")
+_EXECPP = ffi.typeof("aclOpExecutor **")
+_TENSORP = ffi.typeof("aclTensor *")
+_CHARP = ffi.typeof("char *")
+
+
+class _Unbound:
+    """Stands in for a C function until CANN is loaded; the first call loads it and rebinds everything."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, *args: Any) -> Any:
+        bind()
+        return globals()["_" + self.name](*args)
+
+
+class _Missing:
+    """Stands in for an optional C function the loaded toolkit does not export."""
+
+    __slots__ = ("name", "where")
+
+    def __init__(self, name: str, where: str) -> None:
+        self.name = name
+        self.where = where
+
+    def __call__(self, *args: Any) -> Any:
+        raise cann_error(self.name, ACL_ERROR_API_NOT_SUPPORT,
+                         f"{self.name} is not exported by the CANN loaded from {self.where} (an older toolkit)")
+
+
+_SYMBOLS = (
+    "aclInit", "aclFinalize", "aclGetRecentErrMsg", "aclrtGetVersion", "aclrtGetSocName",
+    "aclrtSetDevice", "aclrtResetDevice", "aclrtGetDevice", "aclrtGetDeviceCount", "aclrtSynchronizeDevice",
+    "aclrtCreateContext", "aclrtDestroyContext", "aclrtSetCurrentContext", "aclrtGetCurrentContext",
+    "aclrtCreateStream", "aclrtDestroyStream", "aclrtSynchronizeStream", "aclrtSynchronizeStreamWithTimeout",
+    "aclrtMalloc", "aclrtFree", "aclrtMallocHost", "aclrtFreeHost", "aclrtMemcpy", "aclrtMemcpyAsync",
+    "aclrtMemset", "aclrtMemsetAsync", "aclrtGetMemInfo",
+    "aclrtCreateEvent", "aclrtCreateEventWithFlag", "aclrtRecordEvent", "aclrtSynchronizeEvent",
+    "aclrtEventElapsedTime", "aclrtDestroyEvent",
+    "aclCreateTensor", "aclDestroyTensor", "aclSetAclOpExecutorRepeatable", "aclDestroyAclOpExecutor",
+    "aclSetInputTensorAddr", "aclSetOutputTensorAddr",
+    "aclnnInplaceQuantScatterGetWorkspaceSize", "aclnnInplaceQuantScatter",
+    "aclnnInplaceQuantScatterV2GetWorkspaceSize", "aclnnInplaceQuantScatterV2",
+)
+
+# Module globals "_<symbol>" hold the C functions (one global lookup per call, nothing else on the hot path);
+# bind() replaces each placeholder by the cffi function, or by _Missing for an absent optional symbol.
+_aclInit: Any = _Unbound("aclInit")
+_aclFinalize: Any = _Unbound("aclFinalize")
+_aclGetRecentErrMsg: Any = _Unbound("aclGetRecentErrMsg")
+_aclrtGetVersion: Any = _Unbound("aclrtGetVersion")
+_aclrtGetSocName: Any = _Unbound("aclrtGetSocName")
+_aclrtSetDevice: Any = _Unbound("aclrtSetDevice")
+_aclrtResetDevice: Any = _Unbound("aclrtResetDevice")
+_aclrtGetDevice: Any = _Unbound("aclrtGetDevice")
+_aclrtGetDeviceCount: Any = _Unbound("aclrtGetDeviceCount")
+_aclrtSynchronizeDevice: Any = _Unbound("aclrtSynchronizeDevice")
+_aclrtCreateContext: Any = _Unbound("aclrtCreateContext")
+_aclrtDestroyContext: Any = _Unbound("aclrtDestroyContext")
+_aclrtSetCurrentContext: Any = _Unbound("aclrtSetCurrentContext")
+_aclrtGetCurrentContext: Any = _Unbound("aclrtGetCurrentContext")
+_aclrtCreateStream: Any = _Unbound("aclrtCreateStream")
+_aclrtDestroyStream: Any = _Unbound("aclrtDestroyStream")
+_aclrtSynchronizeStream: Any = _Unbound("aclrtSynchronizeStream")
+_aclrtSynchronizeStreamWithTimeout: Any = _Unbound("aclrtSynchronizeStreamWithTimeout")
+_aclrtMalloc: Any = _Unbound("aclrtMalloc")
+_aclrtFree: Any = _Unbound("aclrtFree")
+_aclrtMallocHost: Any = _Unbound("aclrtMallocHost")
+_aclrtFreeHost: Any = _Unbound("aclrtFreeHost")
+_aclrtMemcpy: Any = _Unbound("aclrtMemcpy")
+_aclrtMemcpyAsync: Any = _Unbound("aclrtMemcpyAsync")
+_aclrtMemset: Any = _Unbound("aclrtMemset")
+_aclrtMemsetAsync: Any = _Unbound("aclrtMemsetAsync")
+_aclrtGetMemInfo: Any = _Unbound("aclrtGetMemInfo")
+_aclrtCreateEvent: Any = _Unbound("aclrtCreateEvent")
+_aclrtCreateEventWithFlag: Any = _Unbound("aclrtCreateEventWithFlag")
+_aclrtRecordEvent: Any = _Unbound("aclrtRecordEvent")
+_aclrtSynchronizeEvent: Any = _Unbound("aclrtSynchronizeEvent")
+_aclrtEventElapsedTime: Any = _Unbound("aclrtEventElapsedTime")
+_aclrtDestroyEvent: Any = _Unbound("aclrtDestroyEvent")
+_aclCreateTensor: Any = _Unbound("aclCreateTensor")
+_aclDestroyTensor: Any = _Unbound("aclDestroyTensor")
+_aclSetAclOpExecutorRepeatable: Any = _Unbound("aclSetAclOpExecutorRepeatable")
+_aclDestroyAclOpExecutor: Any = _Unbound("aclDestroyAclOpExecutor")
+_aclSetInputTensorAddr: Any = _Unbound("aclSetInputTensorAddr")
+_aclSetOutputTensorAddr: Any = _Unbound("aclSetOutputTensorAddr")
+_aclnnInplaceQuantScatterGetWorkspaceSize: Any = _Unbound("aclnnInplaceQuantScatterGetWorkspaceSize")
+_aclnnInplaceQuantScatter: Any = _Unbound("aclnnInplaceQuantScatter")
+_aclnnInplaceQuantScatterV2GetWorkspaceSize: Any = _Unbound("aclnnInplaceQuantScatterV2GetWorkspaceSize")
+_aclnnInplaceQuantScatterV2: Any = _Unbound("aclnnInplaceQuantScatterV2")
+
+
+_bound: _loader.Cann | None = None
+
+
+def bind(cann: _loader.Cann | None = None) -> _loader.Cann:
+    """Bind the module to a loaded CANN (default: :func:`_loader.load`, which may raise CannNotFoundError).
+
+    >>> cann = bind()   # doctest: +SKIP
+    >>> cann.caps.v2    # doctest: +SKIP
+    False
+    """
+    global _bound
+    cann = _loader.load() if cann is None else cann
+    if _bound is cann:
+        return cann
+    where = cann.home or "the system loader"
+    namespace = globals()
+    for name in _SYMBOLS:
+        fn = cann.functions.get(name)
+        namespace["_" + name] = fn if fn is not None else _Missing(name, where)
+    _bound = cann
+    return cann
+
+
+def _unbind() -> None:
+    """Forget the bound CANN (for tests): the next call binds again through the loader."""
+    global _bound
+    namespace = globals()
+    for name in _SYMBOLS:
+        namespace["_" + name] = _Unbound(name)
+    _bound = None
+
+
+def bound() -> _loader.Cann | None:
+    """The CANN this module is bound to, or None before the first call. Never loads anything.
+
+    >>> bound() is None or bound().caps is not None
+    True
+    """
+    return _bound
+
+
+# ------------------------------------------------------------------------------------------- errors
+
+
+def recent_error_message() -> str | None:
+    """Read (and clear) this thread's last CANN error message; None if there is none. Never raises.
+
+    >>> recent_error_message()  # doctest: +SKIP
+    'EE1001: The argument is invalid...'
+    """
+    if _bound is None:
+        return None
+    try:
+        p = _aclGetRecentErrMsg()
+        if p == _NULL:
+            return None
+        text: str = ffi.string(p).decode("utf-8", "replace").strip()
+        return text or None
+    except Exception:
+        return None
+
+
+def _error(function: str, code: int) -> CannError:
+    # First thing after the failing call: the message is per thread and the next CANN call may clear it.
+    message = recent_error_message()
+    return cann_error(function, code, message)
+
+
+# ------------------------------------------------------------------------------------- process, device
+
+
+def init(config_path: str | None = None) -> None:
+    """aclInit. A second call in one process fails with 100002 (ACL_ERROR_REPEAT_INITIALIZE).
+
+    >>> init()  # doctest: +SKIP
+    """
+    rc = _aclInit(_NULL if config_path is None else config_path.encode())
+    if rc:
+        raise _error("aclInit", rc)
+
+
+def finalize() -> None:
+    """aclFinalize.
+
+    >>> finalize()  # doctest: +SKIP
+    """
+    rc = _aclFinalize()
+    if rc:
+        raise _error("aclFinalize", rc)
+
+
+def get_version() -> tuple[int, int, int]:
+    """aclrtGetVersion: the runtime's (major, minor, patch).
+
+    >>> get_version()  # doctest: +SKIP
+    (8, 1, 0)
+    """
+    major, minor, patch = _new(_I32P), _new(_I32P), _new(_I32P)
+    rc = _aclrtGetVersion(major, minor, patch)
+    if rc:
+        raise _error("aclrtGetVersion", rc)
+    return int(major[0]), int(minor[0]), int(patch[0])
+
+
+def get_soc_name() -> str | None:
+    """aclrtGetSocName: e.g. "Ascend910B1"; None if CANN returns NULL (no device or not initialised).
+
+    >>> get_soc_name()  # doctest: +SKIP
+    'Ascend910B1'
+    """
+    p = _aclrtGetSocName()
+    if p == _NULL:
+        return None
+    name: str = ffi.string(p).decode("utf-8", "replace")
+    return name
+
+
+def set_device(device_id: int) -> None:
+    """aclrtSetDevice (per thread; gives the thread the device's default context).
+
+    >>> set_device(0)  # doctest: +SKIP
+    """
+    rc = _aclrtSetDevice(device_id)
+    if rc:
+        raise _error("aclrtSetDevice", rc)
+
+
+def reset_device(device_id: int) -> None:
+    """aclrtResetDevice.
+
+    >>> reset_device(0)  # doctest: +SKIP
+    """
+    rc = _aclrtResetDevice(device_id)
+    if rc:
+        raise _error("aclrtResetDevice", rc)
+
+
+def get_device() -> int:
+    """aclrtGetDevice: this thread's current device id.
+
+    >>> get_device()  # doctest: +SKIP
+    0
+    """
+    out = _new(_I32P)
+    rc = _aclrtGetDevice(out)
+    if rc:
+        raise _error("aclrtGetDevice", rc)
+    return int(out[0])
+
+
+def get_device_count() -> int:
+    """aclrtGetDeviceCount.
+
+    >>> get_device_count()  # doctest: +SKIP
+    8
+    """
+    out = _new(_U32P)
+    rc = _aclrtGetDeviceCount(out)
+    if rc:
+        raise _error("aclrtGetDeviceCount", rc)
+    return int(out[0])
+
+
+def synchronize_device() -> None:
+    """aclrtSynchronizeDevice: wait for all work queued on the current device.
+
+    >>> synchronize_device()  # doctest: +SKIP
+    """
+    rc = _aclrtSynchronizeDevice()
+    if rc:
+        raise _error("aclrtSynchronizeDevice", rc)
+
+
+# ------------------------------------------------------------------------------------------ contexts
+
+
+def create_context(device_id: int) -> int:
+    """aclrtCreateContext: a new context on the device (it becomes the thread's current one).
+
+    >>> ctx = create_context(0)  # doctest: +SKIP
+    """
+    out = _new(_VOIDPP)
+    rc = _aclrtCreateContext(out, device_id)
+    if rc:
+        raise _error("aclrtCreateContext", rc)
+    return int(_cast(_UINTPTR, out[0]))
+
+
+def destroy_context(context: int) -> None:
+    """aclrtDestroyContext.
+
+    >>> destroy_context(ctx)  # doctest: +SKIP
+    """
+    rc = _aclrtDestroyContext(_cast(_VOIDP, context))
+    if rc:
+        raise _error("aclrtDestroyContext", rc)
+
+
+def set_current_context(context: int) -> None:
+    """aclrtSetCurrentContext.
+
+    >>> set_current_context(ctx)  # doctest: +SKIP
+    """
+    rc = _aclrtSetCurrentContext(_cast(_VOIDP, context))
+    if rc:
+        raise _error("aclrtSetCurrentContext", rc)
+
+
+def get_current_context() -> int:
+    """aclrtGetCurrentContext (0 if the thread has none and CANN reports success).
+
+    >>> get_current_context()  # doctest: +SKIP
+    94823412
+    """
+    out = _new(_VOIDPP)
+    rc = _aclrtGetCurrentContext(out)
+    if rc:
+        raise _error("aclrtGetCurrentContext", rc)
+    return int(_cast(_UINTPTR, out[0]))
+
+
+# ------------------------------------------------------------------------------------------- streams
+
+
+def create_stream() -> int:
+    """aclrtCreateStream on the current context.
+
+    >>> stream = create_stream()  # doctest: +SKIP
+    """
+    out = _new(_VOIDPP)
+    rc = _aclrtCreateStream(out)
+    if rc:
+        raise _error("aclrtCreateStream", rc)
+    return int(_cast(_UINTPTR, out[0]))
+
+
+def destroy_stream(stream: int) -> None:
+    """aclrtDestroyStream.
+
+    >>> destroy_stream(stream)  # doctest: +SKIP
+    """
+    rc = _aclrtDestroyStream(_cast(_VOIDP, stream))
+    if rc:
+        raise _error("aclrtDestroyStream", rc)
+
+
+def synchronize_stream(stream: int) -> None:
+    """aclrtSynchronizeStream: block until everything queued on ``stream`` (0: default) has run.
+
+    >>> synchronize_stream(stream)  # doctest: +SKIP
+    """
+    rc = _aclrtSynchronizeStream(_cast(_VOIDP, stream))
+    if rc:
+        raise _error("aclrtSynchronizeStream", rc)
+
+
+def synchronize_stream_with_timeout(stream: int, timeout_ms: int) -> None:
+    """aclrtSynchronizeStreamWithTimeout (``timeout_ms`` -1 waits forever); 507046 on timeout.
+
+    >>> synchronize_stream_with_timeout(stream, 1000)  # doctest: +SKIP
+    """
+    rc = _aclrtSynchronizeStreamWithTimeout(_cast(_VOIDP, stream), timeout_ms)
+    if rc:
+        raise _error("aclrtSynchronizeStreamWithTimeout", rc)
+
+
+# -------------------------------------------------------------------------------------------- events
+
+
+def create_event() -> int:
+    """aclrtCreateEvent.
+
+    >>> event = create_event()  # doctest: +SKIP
+    """
+    out = _new(_VOIDPP)
+    rc = _aclrtCreateEvent(out)
+    if rc:
+        raise _error("aclrtCreateEvent", rc)
+    return int(_cast(_UINTPTR, out[0]))
+
+
+def create_event_with_flag(flag: int) -> int:
+    """aclrtCreateEventWithFlag (``ACL_EVENT_TIME_LINE`` = 8 for timing events).
+
+    >>> event = create_event_with_flag(8)  # doctest: +SKIP
+    """
+    out = _new(_VOIDPP)
+    rc = _aclrtCreateEventWithFlag(out, flag)
+    if rc:
+        raise _error("aclrtCreateEventWithFlag", rc)
+    return int(_cast(_UINTPTR, out[0]))
+
+
+def record_event(event: int, stream: int) -> None:
+    """aclrtRecordEvent: queue a record of ``event`` on ``stream``.
+
+    >>> record_event(event, stream)  # doctest: +SKIP
+    """
+    rc = _aclrtRecordEvent(_cast(_VOIDP, event), _cast(_VOIDP, stream))
+    if rc:
+        raise _error("aclrtRecordEvent", rc)
+
+
+def synchronize_event(event: int) -> None:
+    """aclrtSynchronizeEvent: block until ``event`` has been recorded.
+
+    >>> synchronize_event(event)  # doctest: +SKIP
+    """
+    rc = _aclrtSynchronizeEvent(_cast(_VOIDP, event))
+    if rc:
+        raise _error("aclrtSynchronizeEvent", rc)
+
+
+def event_elapsed_time(start: int, end: int) -> float:
+    """aclrtEventElapsedTime: milliseconds between two recorded events.
+
+    >>> event_elapsed_time(start, end)  # doctest: +SKIP
+    0.125
+    """
+    out = _new(_FLOATP)
+    rc = _aclrtEventElapsedTime(out, _cast(_VOIDP, start), _cast(_VOIDP, end))
+    if rc:
+        raise _error("aclrtEventElapsedTime", rc)
+    return float(out[0])
+
+
+def destroy_event(event: int) -> None:
+    """aclrtDestroyEvent.
+
+    >>> destroy_event(event)  # doctest: +SKIP
+    """
+    rc = _aclrtDestroyEvent(_cast(_VOIDP, event))
+    if rc:
+        raise _error("aclrtDestroyEvent", rc)
+
+
+# -------------------------------------------------------------------------------------------- memory
+
+
+def malloc(size: int, policy: int = 0) -> int:
+    """aclrtMalloc: ``size`` bytes of device memory (policy 0: ACL_MEM_MALLOC_HUGE_FIRST).
+
+    >>> ptr = malloc(1 << 20)  # doctest: +SKIP
+    """
+    out = _new(_VOIDPP)
+    rc = _aclrtMalloc(out, size, policy)
+    if rc:
+        raise _error("aclrtMalloc", rc)
+    return int(_cast(_UINTPTR, out[0]))
+
+
+def free(ptr: int) -> None:
+    """aclrtFree. It does NOT wait for queued work that still uses the block: synchronise first.
+
+    >>> free(ptr)  # doctest: +SKIP
+    """
+    rc = _aclrtFree(_cast(_VOIDP, ptr))
+    if rc:
+        raise _error("aclrtFree", rc)
+
+
+def malloc_host(size: int) -> int:
+    """aclrtMallocHost: ``size`` bytes of pinned host memory.
+
+    >>> host = malloc_host(4096)  # doctest: +SKIP
+    """
+    out = _new(_VOIDPP)
+    rc = _aclrtMallocHost(out, size)
+    if rc:
+        raise _error("aclrtMallocHost", rc)
+    return int(_cast(_UINTPTR, out[0]))
+
+
+def free_host(ptr: int) -> None:
+    """aclrtFreeHost.
+
+    >>> free_host(host)  # doctest: +SKIP
+    """
+    rc = _aclrtFreeHost(_cast(_VOIDP, ptr))
+    if rc:
+        raise _error("aclrtFreeHost", rc)
+
+
+def memcpy(dst: int, dst_max: int, src: int, count: int, kind: int) -> None:
+    """aclrtMemcpy (synchronous for the host, NOT ordered after work queued on a stream).
+
+    ``kind``: 0 host->host, 1 host->device, 2 device->host, 3 device->device. Host addresses of NumPy
+    arrays come from :func:`buffer_address`.
+
+    >>> a = np.arange(4, dtype=np.float32)                              # doctest: +SKIP
+    >>> memcpy(dev, 16, buffer_address(a), a.nbytes, 1)                 # doctest: +SKIP
+    """
+    rc = _aclrtMemcpy(_cast(_VOIDP, dst), dst_max, _cast(_VOIDP, src), count, kind)
+    if rc:
+        raise _error("aclrtMemcpy", rc)
+
+
+def memcpy_async(dst: int, dst_max: int, src: int, count: int, kind: int, stream: int) -> None:
+    """aclrtMemcpyAsync on ``stream``; host memory must stay alive until the stream has finished.
+
+    >>> memcpy_async(dev, 16, buffer_address(a), 16, 1, stream)  # doctest: +SKIP
+    """
+    rc = _aclrtMemcpyAsync(_cast(_VOIDP, dst), dst_max, _cast(_VOIDP, src), count, kind,
+                           _cast(_VOIDP, stream))
+    if rc:
+        raise _error("aclrtMemcpyAsync", rc)
+
+
+def memset(ptr: int, max_count: int, value: int, count: int) -> None:
+    """aclrtMemset: set ``count`` bytes at ``ptr`` to ``value``.
+
+    >>> memset(dev, 16, 0, 16)  # doctest: +SKIP
+    """
+    rc = _aclrtMemset(_cast(_VOIDP, ptr), max_count, value, count)
+    if rc:
+        raise _error("aclrtMemset", rc)
+
+
+def memset_async(ptr: int, max_count: int, value: int, count: int, stream: int) -> None:
+    """aclrtMemsetAsync on ``stream``.
+
+    >>> memset_async(dev, 16, 0, 16, stream)  # doctest: +SKIP
+    """
+    rc = _aclrtMemsetAsync(_cast(_VOIDP, ptr), max_count, value, count, _cast(_VOIDP, stream))
+    if rc:
+        raise _error("aclrtMemsetAsync", rc)
+
+
+def get_mem_info(attr: int = 1) -> tuple[int, int]:
+    """aclrtGetMemInfo: (free, total) bytes of the current device (attr 1: HBM, 0: DDR).
+
+    >>> free_bytes, total_bytes = get_mem_info()  # doctest: +SKIP
+    """
+    free_out, total_out = _new(_SIZEP), _new(_SIZEP)
+    rc = _aclrtGetMemInfo(attr, free_out, total_out)
+    if rc:
+        raise _error("aclrtGetMemInfo", rc)
+    return int(free_out[0]), int(total_out[0])
+
+
+def buffer_address(obj: Any, *, writable: bool = False) -> int:
+    """The address of a contiguous host buffer (a NumPy array, bytearray, ...), for memcpy's host side.
+
+    The caller keeps ``obj`` alive for as long as CANN may use the address. Non-contiguous arrays are
+    refused (ValueError/BufferError from the buffer protocol); ``writable=True`` refuses read-only ones.
+
+    >>> import numpy as np
+    >>> a = np.zeros(4, np.float32)
+    >>> buffer_address(a) == a.ctypes.data
+    True
+    """
+    return int(ffi.cast(_UINTPTR, ffi.from_buffer(obj, require_writable=writable)))
+
+
+# ----------------------------------------------------------------------------- descriptors, executors
+
+
+def create_tensor(
+    shape: Sequence[int],
+    data_type: int,
+    strides: Sequence[int],
+    offset: int,
+    fmt: int,
+    storage_shape: Sequence[int],
+    data: int,
+) -> Any:
+    """aclCreateTensor; ``strides`` and ``offset`` count ELEMENTS. Returns an ``aclTensor *``.
+
+    A NULL result raises ``AclnnArgumentError`` (161002) with CANN's message when it gave one.
+
+    >>> t = create_tensor([2, 3], 0, [3, 1], 0, 2, [2, 3], dev)  # doctest: +SKIP
+    >>> destroy_tensor(t)                                         # doctest: +SKIP
+    """
+    tensor = _aclCreateTensor(
+        _new(_I64ARR, shape), len(shape), data_type, _new(_I64ARR, strides), offset, fmt,
+        _new(_I64ARR, storage_shape), len(storage_shape), _cast(_VOIDP, data),
+    )
+    if tensor == _NULL:
+        message = recent_error_message() or (
+            f"aclCreateTensor returned NULL (shape={list(shape)}, strides={list(strides)}, offset={offset}, "
+            f"dtype={data_type}, format={fmt}, storage={list(storage_shape)})"
+        )
+        raise cann_error("aclCreateTensor", ACLNN_ERR_PARAM_INVALID, message)
+    return tensor
+
+
+def destroy_tensor(tensor: Any) -> None:
+    """aclDestroyTensor.
+
+    >>> destroy_tensor(t)  # doctest: +SKIP
+    """
+    rc = _aclDestroyTensor(tensor)
+    if rc:
+        raise _error("aclDestroyTensor", rc)
+
+
+def set_executor_repeatable(executor: Any) -> None:
+    """aclSetAclOpExecutorRepeatable (right after phase 1); the executor must then be destroyed explicitly.
+
+    >>> set_executor_repeatable(executor)  # doctest: +SKIP
+    """
+    rc = _aclSetAclOpExecutorRepeatable(executor)
+    if rc:
+        raise _error("aclSetAclOpExecutorRepeatable", rc)
+
+
+def destroy_executor(executor: Any) -> None:
+    """aclDestroyAclOpExecutor (repeatable executors only).
+
+    >>> destroy_executor(executor)  # doctest: +SKIP
+    """
+    rc = _aclDestroyAclOpExecutor(executor)
+    if rc:
+        raise _error("aclDestroyAclOpExecutor", rc)
+
+
+def set_input_tensor_addr(executor: Any, index: int, tensor: Any, addr: int) -> None:
+    """aclSetInputTensorAddr: point input ``index`` of a repeatable executor at new device memory.
+
+    >>> set_input_tensor_addr(executor, 1, t, dev)  # doctest: +SKIP
+    """
+    rc = _aclSetInputTensorAddr(executor, index, tensor, _cast(_VOIDP, addr))
+    if rc:
+        raise _error("aclSetInputTensorAddr", rc)
+
+
+def set_output_tensor_addr(executor: Any, index: int, tensor: Any, addr: int) -> None:
+    """aclSetOutputTensorAddr: point output ``index`` of a repeatable executor at new device memory.
+
+    >>> set_output_tensor_addr(executor, 0, t, dev)  # doctest: +SKIP
+    """
+    rc = _aclSetOutputTensorAddr(executor, index, tensor, _cast(_VOIDP, addr))
+    if rc:
+        raise _error("aclSetOutputTensorAddr", rc)
+
+
+# ------------------------------------------------------------------------------------------- the op
+
+
+def quant_scatter_get_workspace_size(
+    self_ref: Any, indices: Any, updates: Any, quant_scales: Any, quant_zero_points: Any | None,
+    axis: int, quant_axis: int, reduction: int,
+) -> tuple[int, Any]:
+    """Phase 1 of aclnnInplaceQuantScatter: (workspace bytes, executor). ``quant_zero_points`` may be None.
+
+    >>> size, executor = quant_scatter_get_workspace_size(s, i, u, q, None, -2, -1, 1)  # doctest: +SKIP
+    """
+    size = _new(_U64P)
+    executor = _new(_EXECPP)
+    rc = _aclnnInplaceQuantScatterGetWorkspaceSize(
+        self_ref, indices, updates, quant_scales, _NULL if quant_zero_points is None else quant_zero_points,
+        axis, quant_axis, reduction, size, executor,
+    )
+    if rc:
+        raise _error("aclnnInplaceQuantScatterGetWorkspaceSize", rc)
+    return int(size[0]), executor[0]
+
+
+def quant_scatter(workspace: int, workspace_size: int, executor: Any, stream: int) -> None:
+    """Phase 2 of aclnnInplaceQuantScatter: queue the op on ``stream`` (consumes a non-repeatable executor).
+
+    >>> quant_scatter(ws, size, executor, stream)  # doctest: +SKIP
+    """
+    rc = _aclnnInplaceQuantScatter(_cast(_VOIDP, workspace), workspace_size, executor,
+                                   _cast(_VOIDP, stream))
+    if rc:
+        raise _error("aclnnInplaceQuantScatter", rc)
+
+
+def quant_scatter_v2_get_workspace_size(
+    self_ref: Any, indices: Any, updates: Any, quant_scales: Any, quant_zero_points: Any | None,
+    axis: int, quant_axis: int, reduction: int, round_mode: str,
+) -> tuple[int, Any]:
+    """Phase 1 of aclnnInplaceQuantScatterV2 (CANN >= 8.5, Ascend 950): (workspace bytes, executor).
+
+    >>> size, ex = quant_scatter_v2_get_workspace_size(s, i, u, q, None, -2, -1, 1, "rint")  # doctest: +SKIP
+    """
+    size = _new(_U64P)
+    executor = _new(_EXECPP)
+    rc = _aclnnInplaceQuantScatterV2GetWorkspaceSize(
+        self_ref, indices, updates, quant_scales, _NULL if quant_zero_points is None else quant_zero_points,
+        axis, quant_axis, reduction, round_mode.encode(), size, executor,
+    )
+    if rc:
+        raise _error("aclnnInplaceQuantScatterV2GetWorkspaceSize", rc)
+    return int(size[0]), executor[0]
+
+
+def quant_scatter_v2(workspace: int, workspace_size: int, executor: Any, stream: int) -> None:
+    """Phase 2 of aclnnInplaceQuantScatterV2.
+
+    >>> quant_scatter_v2(ws, size, ex, stream)  # doctest: +SKIP
+    """
+    rc = _aclnnInplaceQuantScatterV2(_cast(_VOIDP, workspace), workspace_size, executor,
+                                     _cast(_VOIDP, stream))
+    if rc:
+        raise _error("aclnnInplaceQuantScatterV2", rc)
