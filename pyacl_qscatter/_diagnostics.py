@@ -1,0 +1,246 @@
+"""What ``python -m pyacl_qscatter info`` reports: version, backends, where CANN is (or every place tried),
+its version, SoC, device count, the op entry points present and the ASCEND_* settings in force.
+
+Collecting never raises; every failure becomes text in the report.
+
+>>> report = collect(query_device=False)
+>>> report.backends["cpu"][0]
+True
+>>> "Environment" in format_report(report)
+True
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from . import _loader
+from .errors import CannError
+
+__all__ = ["ENV_SHOWN", "Report", "collect", "format_report", "package_version"]
+
+# Shown whether set or not; any other ASCEND_* variable in the environment is shown too.
+ENV_SHOWN: tuple[str, ...] = (
+    "PYACL_QSCATTER_CANN_HOME", "PYACL_QSCATTER_BACKEND", "ASCEND_HOME_PATH", "ASCEND_TOOLKIT_HOME",
+    "ASCEND_OPP_PATH", "ASCEND_GLOBAL_LOG_LEVEL", "ASCEND_SLOG_PRINT_TO_STDOUT", "ASCEND_PROCESS_LOG_PATH",
+    "ASCEND_RT_VISIBLE_DEVICES",
+)
+_LOG_LEVELS = {"0": "debug", "1": "info", "2": "warning", "3": "error", "4": "off"}
+
+
+@dataclass
+class Report:
+    """Everything ``info`` prints (``dataclasses.asdict`` gives a JSON-able dict)."""
+
+    version: str
+    python: str
+    platform: str
+    backends: dict[str, tuple[bool, str]]
+    cann_found: bool
+    home: str | None = None
+    source: str | None = None
+    paths: dict[str, str] = field(default_factory=dict)
+    attempts: list[tuple[str, str]] = field(default_factory=list)
+    fix: str | None = None
+    entry_points: dict[str, bool] = field(default_factory=dict)
+    caps: dict[str, bool] = field(default_factory=dict)
+    cann_version: str | None = None
+    soc_name: str | None = None
+    device_count: int | None = None
+    notes: list[str] = field(default_factory=list)
+    environment: dict[str, str | None] = field(default_factory=dict)
+    ld_library_path: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-able dict of the report.
+
+        >>> collect(query_device=False).as_dict()["backends"]["cpu"][0]
+        True
+        """
+        return asdict(self)
+
+
+def package_version() -> str:
+    """The installed package's version (``__version__``, else the distribution metadata, else "unknown").
+
+    >>> isinstance(package_version(), str)
+    True
+    """
+    version = getattr(sys.modules.get("pyacl_qscatter"), "__version__", None)
+    if isinstance(version, str):
+        return version
+    try:
+        from importlib.metadata import PackageNotFoundError
+        from importlib.metadata import version as dist_version
+
+        try:
+            return dist_version("pyacl_qscatter")
+        except PackageNotFoundError:
+            return "unknown (not installed)"
+    except Exception:
+        return "unknown"
+
+
+def _backends() -> dict[str, tuple[bool, str]]:
+    result: dict[str, tuple[bool, str]] = {"cpu": (True, "the NumPy reference backend is always available")}
+    try:
+        from .backends import backend_status
+
+        for name in ("cpu", "npu"):
+            ok, why = backend_status(name)
+            result[name] = (bool(ok), str(why))
+    except Exception as exc:
+        ok, why = _loader.is_available()
+        result["npu"] = (ok, why if ok else f"{why} (backend status unavailable: {exc})")
+    return result
+
+
+def _environment() -> tuple[dict[str, str | None], list[str]]:
+    names = list(ENV_SHOWN) + sorted(k for k in os.environ if k.startswith("ASCEND_") and k not in ENV_SHOWN)
+    env = {name: os.environ.get(name) for name in names}
+    ld = [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
+    return env, ld
+
+
+def _query_device(cann: _loader.Cann, report: Report, finalize: bool) -> None:
+    """Ask the runtime for its version, SoC and device count; aclInit/aclFinalize only around that."""
+    from . import _calls
+
+    _calls.bind(cann)
+    initialised_here = False
+    try:
+        try:
+            _calls.init()
+            initialised_here = True
+        except CannError as exc:
+            if exc.code == 100002:  # ACL_ERROR_REPEAT_INITIALIZE: someone in this process did it already
+                report.notes.append("aclInit: already initialised in this process (left as it was)")
+            else:
+                report.notes.append(f"aclInit failed: {exc}")
+        if cann.caps.version:
+            try:
+                report.cann_version = ".".join(str(v) for v in _calls.get_version())
+            except CannError as exc:
+                report.notes.append(f"aclrtGetVersion failed: {exc}")
+        else:
+            report.notes.append("aclrtGetVersion is not exported by this toolkit")
+        try:
+            report.device_count = _calls.get_device_count()
+        except CannError as exc:
+            report.notes.append(f"aclrtGetDeviceCount failed: {exc}")
+        if cann.caps.soc_name:
+            report.soc_name = _calls.get_soc_name()
+            if report.soc_name is None:
+                report.notes.append("aclrtGetSocName returned NULL")
+    finally:
+        if initialised_here and finalize:
+            try:
+                _calls.finalize()
+            except CannError as exc:
+                report.notes.append(f"aclFinalize failed: {exc}")
+
+
+def collect(*, query_device: bool = True, finalize: bool = True) -> Report:
+    """Gather the report. Never raises.
+
+    With ``query_device`` it calls aclInit (unless this process already did), asks for the version, SoC
+    and device count, then aclFinalize if it initialised and ``finalize`` is true. CANN cannot always be
+    initialised again after aclFinalize in one process, so a program that goes on to use the device
+    should pass ``finalize=False`` (the device layer then sees ACL_ERROR_REPEAT_INITIALIZE, which it
+    accepts) or ``query_device=False``. ``python -m pyacl_qscatter info`` runs in its own process.
+
+    >>> collect(query_device=False).version == package_version()
+    True
+    """
+    env, ld = _environment()
+    report = Report(
+        version=package_version(),
+        python=platform.python_version(),
+        platform=f"{platform.system()} {platform.machine()}",
+        backends={},
+        cann_found=False,
+        environment=env,
+        ld_library_path=ld,
+    )
+    try:
+        report.backends = _backends()
+        result = _loader.find()
+        if isinstance(result, _loader.Cann):
+            report.cann_found = True
+            report.home, report.source = result.home, result.source
+            report.paths = dict(result.paths)
+            report.attempts = [tuple(a) for a in result.attempts]  # type: ignore[misc]
+            report.caps = result.caps.as_dict()
+            report.entry_points = {
+                "aclnnInplaceQuantScatter (V1)": True,
+                "aclnnInplaceQuantScatterV2 (V2)": result.caps.v2,
+                "repeatable executors": result.caps.repeatable_executor,
+            }
+            if query_device:
+                _query_device(result, report, finalize)
+        else:
+            report.attempts = list(result.attempts)
+            report.fix = result.fix
+    except Exception as exc:
+        report.notes.append(f"unexpected error while collecting: {type(exc).__name__}: {exc}")
+    if not os.environ.get("ASCEND_OPP_PATH"):
+        report.notes.append("ASCEND_OPP_PATH is not set: aclnn operators will fail with 561107 "
+                            "(source the toolkit's set_env.sh)")
+    return report
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def format_report(report: Report) -> str:
+    """Render the report as the text ``info`` prints.
+
+    >>> print(format_report(collect(query_device=False)))  # doctest: +ELLIPSIS
+    pyacl_qscatter ...
+    """
+    out = [f"pyacl_qscatter {report.version} (Python {report.python}, {report.platform})", "", "Backends"]
+    for name, (ok, why) in report.backends.items():
+        out.append(f"  {name:4} {'available' if ok else 'unavailable':12} {why}")
+    out += ["", "CANN"]
+    if report.cann_found:
+        out.append(f"  found at   {report.home or 'the system loader'} (via {report.source})")
+        for role, label in (("rt", "runtime"), ("nnopbase", "nnopbase"), ("opapi", "op library")):
+            out.append(f"  {label:10} {report.paths.get(role, '?')}")
+        out.append(f"  version    {report.cann_version or 'unknown'}")
+        out.append(f"  SoC        {report.soc_name or 'unknown'}")
+        out.append(f"  devices    {'unknown' if report.device_count is None else report.device_count}")
+        out.append("  entry points")
+        for name, present in report.entry_points.items():
+            out.append(f"    {name:34} {_yes(present)}")
+        others = [f"{k} {_yes(v)}" for k, v in report.caps.items() if k not in ("v2", "repeatable_executor")]
+        out.append(f"  other symbols: {', '.join(others)}")
+        if len(report.attempts) > 1:
+            out.append("  places tried before:")
+            out += [f"    - {where}: {why}" for where, why in report.attempts[:-1]]
+    else:
+        out.append("  CANN not found. Places tried, in order:")
+        out += [f"    - {where}: {why}" for where, why in report.attempts]
+        if report.fix:
+            out.append(f"  Fix: {report.fix}")
+    out += ["", "Environment"]
+    for name, value in report.environment.items():
+        text = "(not set)" if value is None else value
+        if name == "ASCEND_GLOBAL_LOG_LEVEL":
+            text += f"  [{_LOG_LEVELS.get(value or '3', 'unknown')}{'; CANN default' if value is None else ''}]"
+        out.append(f"  {name}={text}")
+    logs = os.environ.get("ASCEND_PROCESS_LOG_PATH") or os.path.join(os.path.expanduser("~"), "ascend", "log")
+    out.append(f"  CANN logs: {logs}")
+    if report.ld_library_path:
+        out.append(f"  LD_LIBRARY_PATH: set, {len(report.ld_library_path)} entries")
+        out += [f"    {entry}" for entry in report.ld_library_path]
+    else:
+        out.append("  LD_LIBRARY_PATH: (not set)")
+    if report.notes:
+        out += ["", "Notes"]
+        out += [f"  - {note}" for note in report.notes]
+    return "\n".join(out)
