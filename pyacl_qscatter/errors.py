@@ -62,6 +62,9 @@ class CannNotFoundError(QScatterError, OSError):
         self.attempts = list(attempts)
         self.fix = fix
 
+    def __reduce__(self) -> tuple[type[CannNotFoundError], tuple[list[tuple[str, str]], str]]:
+        return type(self), (self.attempts, self.fix)
+
 
 class CannError(QScatterError, RuntimeError):
     """A CANN call failed: carries the function, the status code, its name and CANN's own message."""
@@ -72,6 +75,9 @@ class CannError(QScatterError, RuntimeError):
         self.name = status_name(self.code)
         self.cann_message = (cann_message or "").strip()
         super().__init__(self._format())
+
+    def __reduce__(self) -> tuple[type[CannError], tuple[str, int, str | None]]:
+        return type(self), (self.function, self.code, self.cann_message or None)
 
     def _format(self) -> str:
         entry = STATUS.get(self.code)
