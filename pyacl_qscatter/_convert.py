@@ -82,10 +82,15 @@ def _indices(value: object, strict: bool) -> Array:
             arr = np.asarray(value)
         except ValueError as exc:
             raise InvalidValueError("indices_2d_shape", "indices", f"is not a rectangular array ({exc})") from None
-    if arr.dtype in NATIVE["indices"]:
+    if arr.dtype in NATIVE["indices"] and (isinstance(value, np.ndarray) or not strict):
         return arr
     if arr.dtype.kind in "iu" and not strict:
+        if arr.dtype.kind == "u" and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
+            raise InvalidValueError("index_too_large", "indices", f"values must fit in int64, got {int(arr.max())}")
         return arr.astype(INT64)  # nested lists of Python ints, other integer dtypes
+    if strict and arr.dtype in NATIVE["indices"]:
+        raise InvalidDtypeError("indices_dtype", "indices", "strict=True: must already be an int32 or int64 ndarray, "
+                                f"got a {type(value).__name__}")
     raise InvalidDtypeError("indices_dtype", "indices", f"must be int32 or int64, got "
                             f"{dtype_name(arr.dtype)}")
 

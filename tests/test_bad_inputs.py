@@ -285,23 +285,12 @@ BAD: dict[str, tuple[Callable[[], Kw], Any, Any, Any]] = {
 }
 
 
-KNOWN_PACKAGE_BUGS = {
-    "strict_list_indices": "strict=True still turns a nested list of ints for indices into an int64 array",
-}
-
-
-@pytest.mark.parametrize(
-    "name",
-    [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=KNOWN_PACKAGE_BUGS[n]))
-     if n in KNOWN_PACKAGE_BUGS else n for n in sorted(BAD)],
-)
+@pytest.mark.parametrize("name", sorted(BAD))
 def test_rejected(name: str) -> None:
     make, cls, params, kind = BAD[name]
     assert_rejected(make(), cls, params, kind)
 
 
-@pytest.mark.xfail(strict=True, reason="package bug: unsigned indices are cast to int64 with wrap-around, so "
-                   "2**64-1 is reported as index_negative 'got -1'")
 @pytest.mark.parametrize("big", [2**63, 2**64 - 1])
 def test_huge_unsigned_index_is_not_wrapped(big: int) -> None:
     """uint64 indices are not a CANN dtype: refusing them or range-checking them are both fine,
