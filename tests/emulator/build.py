@@ -1,0 +1,112 @@
+"""Build the CANN emulator into a toolkit-shaped tree: ``DEST/lib64/lib{ascendcl,nnopbase,opapi}.so`` + ``DEST/opp/``.
+
+Point the package at it exactly as at a real toolkit: ``ASCEND_HOME_PATH=DEST ASCEND_OPP_PATH=DEST/opp``.
+
+    python tests/emulator/build.py DEST [--sanitize] [--no-v2]     # prints DEST/lib64
+
+Only DEST is written. Each library carries its soname and an ``$ORIGIN`` run path and names its
+dependencies by soname (nnopbase -> ascendcl; opapi -> nnopbase, ascendcl), so they find each other the
+way a real toolkit's libraries do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+__all__ = ["LIBRARIES", "BuildError", "build", "main"]
+
+HERE = Path(__file__).resolve().parent
+INCLUDE = HERE.parent.parent / "include"
+
+# library -> (its sources, the emulator libraries it links against by soname)
+LIBRARIES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "ascendcl": (("state.c", "fault.c", "device.c", "memory.c", "stream.c", "common.c"), ()),
+    "nnopbase": (("tensor.c", "common.c"), ("ascendcl",)),
+    "opapi": (("op.c", "kernel.c", "common.c"), ("nnopbase", "ascendcl")),
+}
+
+BASE_FLAGS = (
+    "-std=c11", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared", "-pthread",
+    # Bit-exact kernel: no fused multiply-add, no value-changing optimisations.
+    "-ffp-contract=off", "-fno-fast-math",
+    # Export only CANN's symbols and the emu* ones (see emu_internal.h).
+    "-fvisibility=hidden",
+    # Every symbol must resolve at link time: catches a missing dependency here, not at dlopen.
+    "-Wl,--no-undefined",
+)
+SANITIZE_FLAGS = ("-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined")
+
+
+class BuildError(RuntimeError):
+    """The compiler failed; ``output`` holds its command line and messages."""
+
+    def __init__(self, message: str, output: str) -> None:
+        super().__init__(f"{message}\n{output}")
+        self.output = output
+
+
+def _no_v2_from_env() -> bool:
+    return os.environ.get("CANN_EMU_NO_V2", "") == "1"
+
+
+def build(dest: Path | str, *, sanitize: bool = False, no_v2: bool | None = None, cc: str | None = None) -> Path:
+    """Compile the three libraries into ``dest/lib64`` (created), make ``dest/opp``, return the lib64 path.
+
+    ``no_v2=None`` reads ``CANN_EMU_NO_V2=1`` from the environment; hiding the V2 symbols is a build-time
+    choice because an exported symbol cannot be withdrawn at run time. ``cc`` defaults to ``$CC`` or ``cc``.
+    Raises :class:`BuildError` with the compiler's output when a compilation fails.
+    """
+    root = Path(dest).resolve()
+    lib64 = root / "lib64"
+    opp = root / "opp"
+    lib64.mkdir(parents=True, exist_ok=True)
+    opp.mkdir(parents=True, exist_ok=True)
+    (opp / "EMULATOR").write_text("Operator kernels of the pyacl_qscatter CANN emulator live in lib64/libopapi.so.\n")
+    if no_v2 is None:
+        no_v2 = _no_v2_from_env()
+    compiler = shlex.split(cc or os.environ.get("CC") or "cc")
+    flags = [*BASE_FLAGS, *(SANITIZE_FLAGS if sanitize else ()), "-O1" if sanitize else "-O2",
+             f"-I{INCLUDE}", f"-I{HERE}"]
+    if no_v2:
+        flags.append("-DEMU_NO_V2")
+    for name, (sources, deps) in LIBRARIES.items():  # dependency order: each links against earlier ones
+        soname = f"lib{name}.so"
+        cmd = [
+            *compiler, *flags, *(str(HERE / s) for s in sources),
+            f"-Wl,-soname,{soname}", "-Wl,-rpath,$ORIGIN", f"-L{lib64}",
+            # Record every dependency even where the toolchain defaults to --as-needed (Debian, Ubuntu).
+            "-Wl,--no-as-needed", *(f"-l{d}" for d in deps), "-Wl,--as-needed", "-lm",
+            "-o", str(lib64 / soname),
+        ]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        except OSError as exc:
+            raise BuildError(f"cannot run the C compiler {compiler[0]!r}", str(exc)) from exc
+        if proc.returncode != 0:
+            raise BuildError(f"building {soname} failed (exit {proc.returncode})",
+                             shlex.join(cmd) + "\n" + proc.stdout + proc.stderr)
+    return lib64
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Build the CANN emulator into DEST/lib64 and print that path.")
+    parser.add_argument("dest", type=Path, help="toolkit root to create (ASCEND_HOME_PATH)")
+    parser.add_argument("--sanitize", action="store_true", help="build with AddressSanitizer and UBSan")
+    parser.add_argument("--no-v2", action="store_true", default=None,
+                        help="omit the V2 symbols, like an older CANN (default: CANN_EMU_NO_V2=1)")
+    args = parser.parse_args(argv)
+    try:
+        print(build(args.dest, sanitize=args.sanitize, no_v2=args.no_v2))
+    except BuildError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
