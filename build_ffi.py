@@ -78,8 +78,10 @@ def render(include_dir: Path = INCLUDE_DIR) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit status.
 
-    >>> main(["--check"])  # doctest: +SKIP
-    0
+    Example::
+
+        main(["--check"])
+        # -> 0
     """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 if the file is stale")

@@ -8,11 +8,13 @@ streams, the default stream), so that memory from other runtimes and ours look t
 descriptors and executors are cffi ``cdata`` pointers. CANN is loaded on the first call (see
 ``_loader``); :func:`bind` does it explicitly.
 
->>> from pyacl_qscatter import _calls
->>> _calls.init()                          # doctest: +SKIP
->>> _calls.set_device(0)                   # doctest: +SKIP
->>> ptr = _calls.malloc(1024)              # doctest: +SKIP
->>> _calls.free(ptr)                       # doctest: +SKIP
+Example::
+
+    from pyacl_qscatter import _calls
+    _calls.init()
+    _calls.set_device(0)
+    ptr = _calls.malloc(1024)
+    _calls.free(ptr)
 """
 
 from __future__ import annotations
@@ -190,9 +192,11 @@ _bound: _loader.Cann | None = None
 def bind(cann: _loader.Cann | None = None) -> _loader.Cann:
     """Bind the module to a loaded CANN (default: :func:`_loader.load`, which may raise CannNotFoundError).
 
-    >>> cann = bind()   # doctest: +SKIP
-    >>> cann.caps.v2    # doctest: +SKIP
-    False
+    Example::
+
+        cann = bind()
+        cann.caps.v2
+        # -> False
     """
     global _bound
     cann = _loader.load() if cann is None else cann
@@ -231,8 +235,10 @@ def bound() -> _loader.Cann | None:
 def recent_error_message() -> str | None:
     """Read (and clear) this thread's last CANN error message; None if there is none. Never raises.
 
-    >>> recent_error_message()  # doctest: +SKIP
-    'EE1001: The argument is invalid...'
+    Example::
+
+        recent_error_message()
+        # -> 'EE1001: The argument is invalid...'
     """
     if _bound is None:
         return None
@@ -258,7 +264,9 @@ def _error(function: str, code: int) -> CannError:
 def init(config_path: str | None = None) -> None:
     """aclInit. A second call in one process fails with 100002 (ACL_ERROR_REPEAT_INITIALIZE).
 
-    >>> init()  # doctest: +SKIP
+    Example::
+
+        init()
     """
     rc = _aclInit(_NULL if config_path is None else config_path.encode())
     if rc:
@@ -268,7 +276,9 @@ def init(config_path: str | None = None) -> None:
 def finalize() -> None:
     """aclFinalize.
 
-    >>> finalize()  # doctest: +SKIP
+    Example::
+
+        finalize()
     """
     rc = _aclFinalize()
     if rc:
@@ -278,8 +288,10 @@ def finalize() -> None:
 def get_version() -> tuple[int, int, int]:
     """aclrtGetVersion: the runtime's (major, minor, patch).
 
-    >>> get_version()  # doctest: +SKIP
-    (8, 1, 0)
+    Example::
+
+        get_version()
+        # -> (8, 1, 0)
     """
     major, minor, patch = _new(_I32P), _new(_I32P), _new(_I32P)
     rc = _aclrtGetVersion(major, minor, patch)
@@ -291,8 +303,10 @@ def get_version() -> tuple[int, int, int]:
 def get_soc_name() -> str | None:
     """aclrtGetSocName: e.g. "Ascend910B1"; None if CANN returns NULL (no device or not initialised).
 
-    >>> get_soc_name()  # doctest: +SKIP
-    'Ascend910B1'
+    Example::
+
+        get_soc_name()
+        # -> 'Ascend910B1'
     """
     p = _aclrtGetSocName()
     if p == _NULL:
@@ -304,7 +318,9 @@ def get_soc_name() -> str | None:
 def set_device(device_id: int) -> None:
     """aclrtSetDevice (per thread; gives the thread the device's default context).
 
-    >>> set_device(0)  # doctest: +SKIP
+    Example::
+
+        set_device(0)
     """
     rc = _aclrtSetDevice(device_id)
     if rc:
@@ -314,7 +330,9 @@ def set_device(device_id: int) -> None:
 def reset_device(device_id: int) -> None:
     """aclrtResetDevice.
 
-    >>> reset_device(0)  # doctest: +SKIP
+    Example::
+
+        reset_device(0)
     """
     rc = _aclrtResetDevice(device_id)
     if rc:
@@ -324,8 +342,10 @@ def reset_device(device_id: int) -> None:
 def get_device() -> int:
     """aclrtGetDevice: this thread's current device id.
 
-    >>> get_device()  # doctest: +SKIP
-    0
+    Example::
+
+        get_device()
+        # -> 0
     """
     out = _new(_I32P)
     rc = _aclrtGetDevice(out)
@@ -337,8 +357,10 @@ def get_device() -> int:
 def get_device_count() -> int:
     """aclrtGetDeviceCount.
 
-    >>> get_device_count()  # doctest: +SKIP
-    8
+    Example::
+
+        get_device_count()
+        # -> 8
     """
     out = _new(_U32P)
     rc = _aclrtGetDeviceCount(out)
@@ -350,7 +372,9 @@ def get_device_count() -> int:
 def synchronize_device() -> None:
     """aclrtSynchronizeDevice: wait for all work queued on the current device.
 
-    >>> synchronize_device()  # doctest: +SKIP
+    Example::
+
+        synchronize_device()
     """
     rc = _aclrtSynchronizeDevice()
     if rc:
@@ -363,7 +387,9 @@ def synchronize_device() -> None:
 def create_context(device_id: int) -> int:
     """aclrtCreateContext: a new context on the device (it becomes the thread's current one).
 
-    >>> ctx = create_context(0)  # doctest: +SKIP
+    Example::
+
+        ctx = create_context(0)
     """
     out = _new(_VOIDPP)
     rc = _aclrtCreateContext(out, device_id)
@@ -375,7 +401,9 @@ def create_context(device_id: int) -> int:
 def destroy_context(context: int) -> None:
     """aclrtDestroyContext.
 
-    >>> destroy_context(ctx)  # doctest: +SKIP
+    Example::
+
+        destroy_context(ctx)
     """
     rc = _aclrtDestroyContext(_cast(_VOIDP, context))
     if rc:
@@ -385,7 +413,9 @@ def destroy_context(context: int) -> None:
 def set_current_context(context: int) -> None:
     """aclrtSetCurrentContext.
 
-    >>> set_current_context(ctx)  # doctest: +SKIP
+    Example::
+
+        set_current_context(ctx)
     """
     rc = _aclrtSetCurrentContext(_cast(_VOIDP, context))
     if rc:
@@ -395,8 +425,10 @@ def set_current_context(context: int) -> None:
 def get_current_context() -> int:
     """aclrtGetCurrentContext (0 if the thread has none and CANN reports success).
 
-    >>> get_current_context()  # doctest: +SKIP
-    94823412
+    Example::
+
+        get_current_context()
+        # -> 94823412
     """
     out = _new(_VOIDPP)
     rc = _aclrtGetCurrentContext(out)
@@ -411,7 +443,9 @@ def get_current_context() -> int:
 def create_stream() -> int:
     """aclrtCreateStream on the current context.
 
-    >>> stream = create_stream()  # doctest: +SKIP
+    Example::
+
+        stream = create_stream()
     """
     out = _new(_VOIDPP)
     rc = _aclrtCreateStream(out)
@@ -423,7 +457,9 @@ def create_stream() -> int:
 def destroy_stream(stream: int) -> None:
     """aclrtDestroyStream.
 
-    >>> destroy_stream(stream)  # doctest: +SKIP
+    Example::
+
+        destroy_stream(stream)
     """
     rc = _aclrtDestroyStream(_cast(_VOIDP, stream))
     if rc:
@@ -433,7 +469,9 @@ def destroy_stream(stream: int) -> None:
 def synchronize_stream(stream: int) -> None:
     """aclrtSynchronizeStream: block until everything queued on ``stream`` (0: default) has run.
 
-    >>> synchronize_stream(stream)  # doctest: +SKIP
+    Example::
+
+        synchronize_stream(stream)
     """
     rc = _aclrtSynchronizeStream(_cast(_VOIDP, stream))
     if rc:
@@ -443,7 +481,9 @@ def synchronize_stream(stream: int) -> None:
 def synchronize_stream_with_timeout(stream: int, timeout_ms: int) -> None:
     """aclrtSynchronizeStreamWithTimeout (``timeout_ms`` -1 waits forever); 507046 on timeout.
 
-    >>> synchronize_stream_with_timeout(stream, 1000)  # doctest: +SKIP
+    Example::
+
+        synchronize_stream_with_timeout(stream, 1000)
     """
     rc = _aclrtSynchronizeStreamWithTimeout(_cast(_VOIDP, stream), timeout_ms)
     if rc:
@@ -456,7 +496,9 @@ def synchronize_stream_with_timeout(stream: int, timeout_ms: int) -> None:
 def create_event() -> int:
     """aclrtCreateEvent.
 
-    >>> event = create_event()  # doctest: +SKIP
+    Example::
+
+        event = create_event()
     """
     out = _new(_VOIDPP)
     rc = _aclrtCreateEvent(out)
@@ -468,7 +510,9 @@ def create_event() -> int:
 def create_event_with_flag(flag: int) -> int:
     """aclrtCreateEventWithFlag (``ACL_EVENT_TIME_LINE`` = 8 for timing events).
 
-    >>> event = create_event_with_flag(8)  # doctest: +SKIP
+    Example::
+
+        event = create_event_with_flag(8)
     """
     out = _new(_VOIDPP)
     rc = _aclrtCreateEventWithFlag(out, flag)
@@ -480,7 +524,9 @@ def create_event_with_flag(flag: int) -> int:
 def record_event(event: int, stream: int) -> None:
     """aclrtRecordEvent: queue a record of ``event`` on ``stream``.
 
-    >>> record_event(event, stream)  # doctest: +SKIP
+    Example::
+
+        record_event(event, stream)
     """
     rc = _aclrtRecordEvent(_cast(_VOIDP, event), _cast(_VOIDP, stream))
     if rc:
@@ -490,7 +536,9 @@ def record_event(event: int, stream: int) -> None:
 def synchronize_event(event: int) -> None:
     """aclrtSynchronizeEvent: block until ``event`` has been recorded.
 
-    >>> synchronize_event(event)  # doctest: +SKIP
+    Example::
+
+        synchronize_event(event)
     """
     rc = _aclrtSynchronizeEvent(_cast(_VOIDP, event))
     if rc:
@@ -500,8 +548,10 @@ def synchronize_event(event: int) -> None:
 def event_elapsed_time(start: int, end: int) -> float:
     """aclrtEventElapsedTime: milliseconds between two recorded events.
 
-    >>> event_elapsed_time(start, end)  # doctest: +SKIP
-    0.125
+    Example::
+
+        event_elapsed_time(start, end)
+        # -> 0.125
     """
     out = _new(_FLOATP)
     rc = _aclrtEventElapsedTime(out, _cast(_VOIDP, start), _cast(_VOIDP, end))
@@ -513,7 +563,9 @@ def event_elapsed_time(start: int, end: int) -> float:
 def destroy_event(event: int) -> None:
     """aclrtDestroyEvent.
 
-    >>> destroy_event(event)  # doctest: +SKIP
+    Example::
+
+        destroy_event(event)
     """
     rc = _aclrtDestroyEvent(_cast(_VOIDP, event))
     if rc:
@@ -526,7 +578,9 @@ def destroy_event(event: int) -> None:
 def malloc(size: int, policy: int = 0) -> int:
     """aclrtMalloc: ``size`` bytes of device memory (policy 0: ACL_MEM_MALLOC_HUGE_FIRST).
 
-    >>> ptr = malloc(1 << 20)  # doctest: +SKIP
+    Example::
+
+        ptr = malloc(1 << 20)
     """
     out = _new(_VOIDPP)
     rc = _aclrtMalloc(out, size, policy)
@@ -538,7 +592,9 @@ def malloc(size: int, policy: int = 0) -> int:
 def free(ptr: int) -> None:
     """aclrtFree. It does NOT wait for queued work that still uses the block: synchronise first.
 
-    >>> free(ptr)  # doctest: +SKIP
+    Example::
+
+        free(ptr)
     """
     rc = _aclrtFree(_cast(_VOIDP, ptr))
     if rc:
@@ -548,7 +604,9 @@ def free(ptr: int) -> None:
 def malloc_host(size: int) -> int:
     """aclrtMallocHost: ``size`` bytes of pinned host memory.
 
-    >>> host = malloc_host(4096)  # doctest: +SKIP
+    Example::
+
+        host = malloc_host(4096)
     """
     out = _new(_VOIDPP)
     rc = _aclrtMallocHost(out, size)
@@ -560,7 +618,9 @@ def malloc_host(size: int) -> int:
 def free_host(ptr: int) -> None:
     """aclrtFreeHost.
 
-    >>> free_host(host)  # doctest: +SKIP
+    Example::
+
+        free_host(host)
     """
     rc = _aclrtFreeHost(_cast(_VOIDP, ptr))
     if rc:
@@ -573,8 +633,10 @@ def memcpy(dst: int, dst_max: int, src: int, count: int, kind: int) -> None:
     ``kind``: 0 host->host, 1 host->device, 2 device->host, 3 device->device. Host addresses of NumPy
     arrays come from :func:`buffer_address`.
 
-    >>> a = np.arange(4, dtype=np.float32)                              # doctest: +SKIP
-    >>> memcpy(dev, 16, buffer_address(a), a.nbytes, 1)                 # doctest: +SKIP
+    Example::
+
+        a = np.arange(4, dtype=np.float32)
+        memcpy(dev, 16, buffer_address(a), a.nbytes, 1)
     """
     rc = _aclrtMemcpy(_cast(_VOIDP, dst), dst_max, _cast(_VOIDP, src), count, kind)
     if rc:
@@ -584,7 +646,9 @@ def memcpy(dst: int, dst_max: int, src: int, count: int, kind: int) -> None:
 def memcpy_async(dst: int, dst_max: int, src: int, count: int, kind: int, stream: int) -> None:
     """aclrtMemcpyAsync on ``stream``; host memory must stay alive until the stream has finished.
 
-    >>> memcpy_async(dev, 16, buffer_address(a), 16, 1, stream)  # doctest: +SKIP
+    Example::
+
+        memcpy_async(dev, 16, buffer_address(a), 16, 1, stream)
     """
     rc = _aclrtMemcpyAsync(_cast(_VOIDP, dst), dst_max, _cast(_VOIDP, src), count, kind,
                            _cast(_VOIDP, stream))
@@ -595,7 +659,9 @@ def memcpy_async(dst: int, dst_max: int, src: int, count: int, kind: int, stream
 def memset(ptr: int, max_count: int, value: int, count: int) -> None:
     """aclrtMemset: set ``count`` bytes at ``ptr`` to ``value``.
 
-    >>> memset(dev, 16, 0, 16)  # doctest: +SKIP
+    Example::
+
+        memset(dev, 16, 0, 16)
     """
     rc = _aclrtMemset(_cast(_VOIDP, ptr), max_count, value, count)
     if rc:
@@ -605,7 +671,9 @@ def memset(ptr: int, max_count: int, value: int, count: int) -> None:
 def memset_async(ptr: int, max_count: int, value: int, count: int, stream: int) -> None:
     """aclrtMemsetAsync on ``stream``.
 
-    >>> memset_async(dev, 16, 0, 16, stream)  # doctest: +SKIP
+    Example::
+
+        memset_async(dev, 16, 0, 16, stream)
     """
     rc = _aclrtMemsetAsync(_cast(_VOIDP, ptr), max_count, value, count, _cast(_VOIDP, stream))
     if rc:
@@ -615,7 +683,9 @@ def memset_async(ptr: int, max_count: int, value: int, count: int, stream: int) 
 def get_mem_info(attr: int = 1) -> tuple[int, int]:
     """aclrtGetMemInfo: (free, total) bytes of the current device (attr 1: HBM, 0: DDR).
 
-    >>> free_bytes, total_bytes = get_mem_info()  # doctest: +SKIP
+    Example::
+
+        free_bytes, total_bytes = get_mem_info()
     """
     free_out, total_out = _new(_SIZEP), _new(_SIZEP)
     rc = _aclrtGetMemInfo(attr, free_out, total_out)
@@ -654,8 +724,10 @@ def create_tensor(
 
     A NULL result raises ``AclnnArgumentError`` (161002) with CANN's message when it gave one.
 
-    >>> t = create_tensor([2, 3], 0, [3, 1], 0, 2, [2, 3], dev)  # doctest: +SKIP
-    >>> destroy_tensor(t)                                         # doctest: +SKIP
+    Example::
+
+        t = create_tensor([2, 3], 0, [3, 1], 0, 2, [2, 3], dev)
+        destroy_tensor(t)
     """
     tensor = _aclCreateTensor(
         _new(_I64ARR, shape), len(shape), data_type, _new(_I64ARR, strides), offset, fmt,
@@ -673,7 +745,9 @@ def create_tensor(
 def destroy_tensor(tensor: Any) -> None:
     """aclDestroyTensor.
 
-    >>> destroy_tensor(t)  # doctest: +SKIP
+    Example::
+
+        destroy_tensor(t)
     """
     rc = _aclDestroyTensor(tensor)
     if rc:
@@ -683,7 +757,9 @@ def destroy_tensor(tensor: Any) -> None:
 def set_executor_repeatable(executor: Any) -> None:
     """aclSetAclOpExecutorRepeatable (right after phase 1); the executor must then be destroyed explicitly.
 
-    >>> set_executor_repeatable(executor)  # doctest: +SKIP
+    Example::
+
+        set_executor_repeatable(executor)
     """
     rc = _aclSetAclOpExecutorRepeatable(executor)
     if rc:
@@ -693,7 +769,9 @@ def set_executor_repeatable(executor: Any) -> None:
 def destroy_executor(executor: Any) -> None:
     """aclDestroyAclOpExecutor (repeatable executors only).
 
-    >>> destroy_executor(executor)  # doctest: +SKIP
+    Example::
+
+        destroy_executor(executor)
     """
     rc = _aclDestroyAclOpExecutor(executor)
     if rc:
@@ -703,7 +781,9 @@ def destroy_executor(executor: Any) -> None:
 def set_input_tensor_addr(executor: Any, index: int, tensor: Any, addr: int) -> None:
     """aclSetInputTensorAddr: point input ``index`` of a repeatable executor at new device memory.
 
-    >>> set_input_tensor_addr(executor, 1, t, dev)  # doctest: +SKIP
+    Example::
+
+        set_input_tensor_addr(executor, 1, t, dev)
     """
     rc = _aclSetInputTensorAddr(executor, index, tensor, _cast(_VOIDP, addr))
     if rc:
@@ -713,7 +793,9 @@ def set_input_tensor_addr(executor: Any, index: int, tensor: Any, addr: int) -> 
 def set_output_tensor_addr(executor: Any, index: int, tensor: Any, addr: int) -> None:
     """aclSetOutputTensorAddr: point output ``index`` of a repeatable executor at new device memory.
 
-    >>> set_output_tensor_addr(executor, 0, t, dev)  # doctest: +SKIP
+    Example::
+
+        set_output_tensor_addr(executor, 0, t, dev)
     """
     rc = _aclSetOutputTensorAddr(executor, index, tensor, _cast(_VOIDP, addr))
     if rc:
@@ -729,7 +811,9 @@ def quant_scatter_get_workspace_size(
 ) -> tuple[int, Any]:
     """Phase 1 of aclnnInplaceQuantScatter: (workspace bytes, executor). ``quant_zero_points`` may be None.
 
-    >>> size, executor = quant_scatter_get_workspace_size(s, i, u, q, None, -2, -1, 1)  # doctest: +SKIP
+    Example::
+
+        size, executor = quant_scatter_get_workspace_size(s, i, u, q, None, -2, -1, 1)
     """
     size = _new(_U64P)
     executor = _new(_EXECPP)
@@ -745,7 +829,9 @@ def quant_scatter_get_workspace_size(
 def quant_scatter(workspace: int, workspace_size: int, executor: Any, stream: int) -> None:
     """Phase 2 of aclnnInplaceQuantScatter: queue the op on ``stream`` (consumes a non-repeatable executor).
 
-    >>> quant_scatter(ws, size, executor, stream)  # doctest: +SKIP
+    Example::
+
+        quant_scatter(ws, size, executor, stream)
     """
     rc = _aclnnInplaceQuantScatter(_cast(_VOIDP, workspace), workspace_size, executor,
                                    _cast(_VOIDP, stream))
@@ -759,7 +845,9 @@ def quant_scatter_v2_get_workspace_size(
 ) -> tuple[int, Any]:
     """Phase 1 of aclnnInplaceQuantScatterV2 (CANN >= 8.5, Ascend 950): (workspace bytes, executor).
 
-    >>> size, ex = quant_scatter_v2_get_workspace_size(s, i, u, q, None, -2, -1, 1, "rint")  # doctest: +SKIP
+    Example::
+
+        size, ex = quant_scatter_v2_get_workspace_size(s, i, u, q, None, -2, -1, 1, "rint")
     """
     size = _new(_U64P)
     executor = _new(_EXECPP)
@@ -775,7 +863,9 @@ def quant_scatter_v2_get_workspace_size(
 def quant_scatter_v2(workspace: int, workspace_size: int, executor: Any, stream: int) -> None:
     """Phase 2 of aclnnInplaceQuantScatterV2.
 
-    >>> quant_scatter_v2(ws, size, ex, stream)  # doctest: +SKIP
+    Example::
+
+        quant_scatter_v2(ws, size, ex, stream)
     """
     rc = _aclnnInplaceQuantScatterV2(_cast(_VOIDP, workspace), workspace_size, executor,
                                      _cast(_VOIDP, stream))

@@ -3,11 +3,9 @@ its version, SoC, device count, the op entry points present and the ASCEND_* set
 
 Collecting never raises; every failure becomes text in the report.
 
->>> report = collect(query_device=False)
->>> report.backends["cpu"][0]
-True
->>> "Environment" in format_report(report)
-True
+Example::
+
+    print(format_report(collect(query_device=False)))
 """
 
 from __future__ import annotations
@@ -58,8 +56,9 @@ class Report:
     def as_dict(self) -> dict[str, Any]:
         """A JSON-able dict of the report.
 
-        >>> collect(query_device=False).as_dict()["backends"]["cpu"][0]
-        True
+        Example::
+
+            json.dumps(collect(query_device=False).as_dict())
         """
         return asdict(self)
 
@@ -153,8 +152,10 @@ def collect(*, query_device: bool = True, finalize: bool = True) -> Report:
     should pass ``finalize=False`` (the device layer then sees ACL_ERROR_REPEAT_INITIALIZE, which it
     accepts) or ``query_device=False``. ``python -m pyacl_qscatter info`` runs in its own process.
 
-    >>> collect(query_device=False).version == package_version()
-    True
+    Example::
+
+        report = collect(query_device=False)
+        report.cann_found, report.attempts
     """
     env, ld = _environment()
     report = Report(
@@ -200,8 +201,9 @@ def _yes(flag: bool) -> str:
 def format_report(report: Report) -> str:
     """Render the report as the text ``info`` prints.
 
-    >>> print(format_report(collect(query_device=False)))  # doctest: +ELLIPSIS
-    pyacl_qscatter ...
+    Example::
+
+        print(format_report(collect()))
     """
     out = [f"pyacl_qscatter {report.version} (Python {report.python}, {report.platform})", "", "Backends"]
     for name, (ok, why) in report.backends.items():

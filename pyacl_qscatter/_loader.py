@@ -23,9 +23,9 @@ place tried, why it failed and how to fix it.
 A success is cached for the process. A failure is cached per value of the environment variables above, so
 repeated calls are cheap, yet setting ``ASCEND_HOME_PATH`` later triggers a fresh search.
 
->>> ok, why = is_available()   # never raises
->>> isinstance(ok, bool) and isinstance(why, str)
-True
+Example::
+
+    ok, why = is_available()   # never raises; False and every place tried when CANN is missing
 """
 
 from __future__ import annotations
@@ -149,9 +149,11 @@ class Cann:
     function object. ``paths`` maps a role (``"rt"``, ``"nnopbase"``, ``"opapi"``) to the library's
     absolute path. ``home`` is the toolkit root, or ``None`` when the system loader found the libraries.
 
-    >>> cann = load()                  # doctest: +SKIP
-    >>> cann.caps.v2, cann.paths["opapi"]  # doctest: +SKIP
-    (False, '/usr/local/Ascend/ascend-toolkit/latest/lib64/libopapi.so')
+    Example::
+
+        cann = load()
+        cann.caps.v2, cann.paths["opapi"]
+        # -> (False, '/usr/local/Ascend/ascend-toolkit/latest/lib64/libopapi.so')
     """
 
     ffi: Any
@@ -369,9 +371,11 @@ def _warn_missing_opp(cann: Cann) -> None:
 def load() -> Cann:
     """Load CANN (once per process) and return it; raise ``CannNotFoundError`` listing every place tried.
 
-    >>> cann = load()        # doctest: +SKIP
-    >>> sorted(cann.paths)   # doctest: +SKIP
-    ['nnopbase', 'opapi', 'rt']
+    Example::
+
+        cann = load()
+        sorted(cann.paths)
+        # -> ['nnopbase', 'opapi', 'rt']
     """
     global _loaded
     cann = _loaded
@@ -395,9 +399,10 @@ def load() -> Cann:
 def find() -> Cann | CannNotFoundError:
     """Like :func:`load`, but return the error instead of raising it (for diagnostics).
 
-    >>> result = find()
-    >>> isinstance(result, (Cann, CannNotFoundError))
-    True
+    Example::
+
+        result = find()
+        print(result if isinstance(result, CannNotFoundError) else result.paths)
     """
     try:
         return load()
@@ -410,8 +415,10 @@ def find() -> Cann | CannNotFoundError:
 def is_available() -> tuple[bool, str]:
     """Return (True, where CANN was loaded from) or (False, why not). Never raises.
 
-    >>> is_available()  # doctest: +SKIP
-    (False, 'CANN could not be loaded. Tried, in order: ...')
+    Example::
+
+        is_available()
+        # -> (False, 'CANN could not be loaded. Tried, in order: ...')
     """
     try:
         result = find()

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from test_binding_support import get_stubs
 
-from pyacl_qscatter import _diagnostics
+from pyacl_qscatter import _diagnostics, _loader
 from pyacl_qscatter._cli import info
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +77,7 @@ def test_collect_never_raises(monkeypatch: pytest.MonkeyPatch) -> None:
     def boom() -> Any:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(_diagnostics._loader, "find", boom)
+    monkeypatch.setattr(_loader, "find", boom)
     report = _diagnostics.collect(query_device=False)
     assert any("boom" in note for note in report.notes)
     assert "pyacl_qscatter" in _diagnostics.format_report(report)

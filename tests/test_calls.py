@@ -225,7 +225,7 @@ def test_no_message_gives_none(fake: Fake) -> None:
         fake.log.append(("aclGetRecentErrMsg",))
         return ffi.NULL
 
-    _calls._aclGetRecentErrMsg = silent  # type: ignore[attr-defined]
+    _calls._aclGetRecentErrMsg = silent
     with pytest.raises(CannUsageError) as info:
         _calls.set_device(7)
     assert info.value.cann_message == "" and "CANN says" not in str(info.value)
@@ -279,11 +279,11 @@ def test_create_tensor_null_raises(fake: Fake) -> None:
         fake.local.message = "EZ0001 bad dims"
         return ffi.NULL
 
-    _calls._aclCreateTensor = null_with_message  # type: ignore[attr-defined]
+    _calls._aclCreateTensor = null_with_message
     with pytest.raises(AclnnArgumentError) as info:
         _calls.create_tensor([2], 1, [1], 0, 2, [2], 0x1000)
     assert info.value.code == 161002 and info.value.cann_message == "EZ0001 bad dims"
-    _calls._aclCreateTensor = lambda *args: ffi.NULL  # type: ignore[attr-defined]
+    _calls._aclCreateTensor = lambda *args: ffi.NULL
     with pytest.raises(AclnnArgumentError) as info:
         _calls.create_tensor([2], 1, [1], 0, 2, [2], 0x1000)
     assert "aclCreateTensor returned NULL" in info.value.cann_message and "shape=[2]" in str(info.value)

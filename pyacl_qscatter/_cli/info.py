@@ -2,8 +2,10 @@
 
 Exit status 0 whether or not CANN is present; 2 on a bad option.
 
->>> main(["--no-device"])  # doctest: +SKIP
-0
+Example::
+
+    main(["--no-device"])
+    # -> 0
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ __all__ = ["main"]
 def main(argv: list[str]) -> int:
     """Print the report; ``--json`` for machine-readable output, ``--no-device`` to skip aclInit.
 
-    >>> main(["--json", "--no-device"])  # doctest: +SKIP
-    0
+    Example::
+
+        main(["--json", "--no-device"])
+        # -> 0
     """
     parser = argparse.ArgumentParser(
         prog="python -m pyacl_qscatter info",
