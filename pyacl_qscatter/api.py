@@ -19,11 +19,44 @@ Array = np.ndarray[Any, Any]
 
 def _host_self(self: object, inplace: bool) -> Array:
     if not isinstance(self, np.ndarray):
+        if _is_device(self):
+            raise InvalidDtypeError("self_type", "self", "is a DeviceArray: device calls need backend='npu' or None")
         raise InvalidDtypeError("self_type", "self", f"must be a NumPy int8 array, got {type(self).__name__}")
     if inplace and not self.flags.writeable:
         raise InvalidValueError("readonly", "self", "is read-only; the in-place call must write into it "
                                 "(use quant_scatter for a new array)")
     return self
+
+
+def _is_device(value: object) -> bool:
+    # Checked by class name so that the NumPy path never imports the device modules.
+    return type(value).__name__ == "DeviceArray" and type(value).__module__ == "pyacl_qscatter.memory"
+
+
+def _device_call(self: Any, indices: Any, updates: Any, quant_scales: Any, quant_zero_points: Any, axis: int,
+                 quant_axis: int, reduce: str, backend: str | None, inplace: bool, stream: Any,
+                 check_indices: bool) -> Any:
+    """Device-resident call: no dtype conversion (inputs must already have CANN's dtypes)."""
+    from . import npu
+
+    if backend not in (None, "npu"):
+        raise InvalidValueError("backend", "backend", f"device arrays run on backend 'npu', got {backend!r}")
+    if not _is_device(self):
+        raise InvalidDtypeError("self_type", "self", "must be a DeviceArray when other inputs are device arrays")
+    target = self if inplace else npu.copy_device(self, stream)
+    try:
+        npu.run_device(target, indices, updates, quant_scales, quant_zero_points, axis, quant_axis, reduce, stream,
+                       check_indices)
+    except BaseException:
+        if not inplace:
+            target.close()
+        raise
+    return target
+
+
+def _no_stream(stream: object) -> None:
+    if stream is not None:
+        raise InvalidValueError("stream", "stream", "applies to device arrays only; NumPy calls are synchronous")
 
 
 def _run(self: Array, indices: object, updates: object, quant_scales: object, quant_zero_points: object,
@@ -54,13 +87,21 @@ def quant_scatter_(
     backend: str | None = None,
     strict: bool = False,
     product: str | Product | None = None,
-) -> Array:
+    stream: Any = None,
+    check_indices: bool = True,
+) -> Any:
     """Quantize ``updates`` to int8 and write them into ``self`` in place at ``indices`` along ``axis``.
 
     Returns ``self``. Every contract check runs first; on any error ``self`` is left unchanged.
     ``backend``: "cpu", "npu" or None (``$PYACL_QSCATTER_BACKEND``, else npu when available, else cpu).
     ``strict``: refuse implicit dtype conversions. ``product``: the rules of the cpu backend ("A2" by
     default; "A3", "310P", "950" or a SoC name); the npu backend follows its device.
+
+    With `DeviceArray` inputs the call is queued on ``stream`` (default: the device's package stream) and
+    returns without waiting; results stay on the device; no dtype conversion happens. Index values on
+    the device are checked through a small copy to the host, which waits for the stream;
+    ``check_indices=False`` skips that check (CANN does not check: a bad index is then an out-of-bounds
+    write on the device).
 
     >>> import numpy as np, ml_dtypes
     >>> bf = ml_dtypes.bfloat16
@@ -70,6 +111,10 @@ def quant_scatter_(
     >>> out is cache, cache[0, 3, 0], cache[1, 0, 0]
     (True, np.int8(3), np.int8(3))
     """
+    if _is_device(self) or any(_is_device(v) for v in (indices, updates, quant_scales, quant_zero_points)):
+        return _device_call(self, indices, updates, quant_scales, quant_zero_points, axis, quant_axis, reduce,
+                            backend, True, stream, check_indices)
+    _no_stream(stream)
     target = _host_self(self, inplace=True)
     _run(target, indices, updates, quant_scales, quant_zero_points, axis, quant_axis, reduce, backend,
          strict, product)
@@ -89,8 +134,11 @@ def quant_scatter(
     backend: str | None = None,
     strict: bool = False,
     product: str | Product | None = None,
-) -> Array:
-    """Like `quant_scatter_`, but return a new array and leave ``self`` untouched.
+    stream: Any = None,
+    check_indices: bool = True,
+) -> Any:
+    """Like `quant_scatter_`, but return a new array (a new DeviceArray for device inputs) and leave
+    ``self`` untouched.
 
     >>> import numpy as np
     >>> cache = np.zeros((1, 2, 32), np.int8)
@@ -98,6 +146,10 @@ def quant_scatter(
     >>> int(cache.sum()), int(new[0, 1].sum())
     (0, 32)
     """
+    if _is_device(self) or any(_is_device(v) for v in (indices, updates, quant_scales, quant_zero_points)):
+        return _device_call(self, indices, updates, quant_scales, quant_zero_points, axis, quant_axis, reduce,
+                            backend, False, stream, check_indices)
+    _no_stream(stream)
     result = _host_self(self, inplace=False).copy()
     _run(result, indices, updates, quant_scales, quant_zero_points, axis, quant_axis, reduce, backend,
          strict, product)

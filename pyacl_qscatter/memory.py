@@ -1,0 +1,408 @@
+"""Device memory: a caching allocator per device and `DeviceArray`, a typed strided view of device memory.
+
+Cached blocks are kept per (device, stream): work on one stream runs in order, so a block released after
+work was queued on its stream can be handed to later work on that same stream without waiting. A block
+used on another stream is released only after that stream is synchronised. Steady-state calls therefore
+never reach aclrtMalloc or aclrtFree (aclrtFree does not wait for queued work, so it runs only after a
+synchronisation).
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from . import _calls
+from .dtypes import ACL_DTYPE, dtype_name
+from .errors import CannOutOfMemoryError, InvalidDtypeError, InvalidValueError
+from .runtime import ARRAYS, Device, Stream, _activate, track
+
+__all__ = ["CachingAllocator", "DeviceArray", "allocator_for"]
+
+H2D, D2H, D2D = 1, 2, 3
+_MIN_BLOCK = 512
+
+
+def _size_class(nbytes: int) -> int:
+    """Round up so that similar sizes share cached blocks: powers of two up to 64 MiB, then 2 MiB steps."""
+    n = max(nbytes, _MIN_BLOCK)
+    if n <= 64 << 20:
+        return 1 << (n - 1).bit_length()
+    step = 2 << 20
+    return -(-n // step) * step
+
+
+class Block:
+    """One device allocation handed out by the allocator; ``streams`` other than its own used it."""
+
+    __slots__ = ("__weakref__", "device_id", "ptr", "size", "stream", "streams")
+
+    def __init__(self, ptr: int, size: int, device_id: int, stream: int) -> None:
+        self.ptr, self.size, self.device_id, self.stream = ptr, size, device_id, stream
+        self.streams: set[int] = set()
+
+
+class CachingAllocator:
+    """Per-device cache of device blocks keyed by (stream, size class).
+
+    >>> alloc = allocator_for(0)  # doctest: +SKIP
+    >>> block = alloc.alloc(1000, stream.handle); alloc.release(block)  # doctest: +SKIP
+    """
+
+    def __init__(self, device_id: int) -> None:
+        self.device_id = device_id
+        self._lock = threading.Lock()
+        self._free: defaultdict[tuple[int, int], list[int]] = defaultdict(list)
+        self.cached_bytes = 0
+        self.mallocs = 0  # aclrtMalloc calls made, for the benchmark's mallocs_per_call
+
+    def alloc(self, nbytes: int, stream: int) -> Block:
+        """A block of at least ``nbytes`` for work on ``stream``; on a device allocation failure, free the
+        cache and retry once before raising `CannOutOfMemoryError`."""
+        size = _size_class(nbytes)
+        with self._lock:
+            bucket = self._free.get((stream, size))
+            if bucket:
+                self.cached_bytes -= size
+                return Block(bucket.pop(), size, self.device_id, stream)
+        _activate(self.device_id)
+        try:
+            ptr = _calls.malloc(size)
+        except CannOutOfMemoryError:
+            self.empty_cache()
+            ptr = _calls.malloc(size)
+        self.mallocs += 1
+        return Block(ptr, size, self.device_id, stream)
+
+    def release(self, block: Block) -> None:
+        """Return a block to the cache of its stream (after synchronising any other stream that used it)."""
+        if block.streams - {block.stream}:
+            _activate(self.device_id)
+            for other in block.streams - {block.stream}:
+                _calls.synchronize_stream(other)
+        with self._lock:
+            self._free[(block.stream, block.size)].append(block.ptr)
+            self.cached_bytes += block.size
+
+    def drop_stream(self, stream: int) -> None:
+        """Free the blocks cached for a stream that is being destroyed (the caller synchronised it)."""
+        with self._lock:
+            keys = [k for k in self._free if k[0] == stream]
+            ptrs = [(p, k[1]) for k in keys for p in self._free.pop(k)]
+            self.cached_bytes -= sum(size for _, size in ptrs)
+        _activate(self.device_id)
+        for ptr, _ in ptrs:
+            _calls.free(ptr)
+
+    def empty_cache(self) -> None:
+        """Synchronise the device and free every cached block.
+
+        >>> allocator_for(0).empty_cache()  # doctest: +SKIP
+        """
+        _activate(self.device_id)
+        _calls.synchronize_device()
+        with self._lock:
+            ptrs = [p for bucket in self._free.values() for p in bucket]
+            self._free.clear()
+            self.cached_bytes = 0
+        for ptr in ptrs:
+            _calls.free(ptr)
+
+
+_allocators: dict[int, CachingAllocator] = {}
+_alloc_lock = threading.Lock()
+
+
+def allocator_for(device_id: int) -> CachingAllocator:
+    """The caching allocator of a device (one per device per process).
+
+    >>> allocator_for(0).device_id  # doctest: +SKIP
+    0
+    """
+    with _alloc_lock:
+        alloc = _allocators.get(device_id)
+        if alloc is None:
+            alloc = _allocators[device_id] = CachingAllocator(device_id)
+            track(ARRAYS, alloc, _drain, alloc)  # at exit: free what is cached before streams go away
+        return alloc
+
+
+def _drain(alloc: CachingAllocator) -> None:
+    alloc.empty_cache()
+
+
+def _release_block(block: Block) -> None:
+    allocator_for(block.device_id).release(block)
+
+
+def _extent(shape: tuple[int, ...], strides: tuple[int, ...], offset: int) -> int:
+    """Elements of storage a view needs, counted from the storage base (0 for an empty view)."""
+    if any(d == 0 for d in shape):
+        return 0
+    return offset + sum((d - 1) * s for d, s in zip(shape, strides, strict=True)) + 1
+
+
+def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    strides, step = [], 1
+    for d in reversed(shape):
+        strides.append(step)
+        step *= max(d, 1)
+    return tuple(reversed(strides))
+
+
+def _check_dtype(dtype: Any) -> np.dtype[Any]:
+    dt: np.dtype[Any] = np.dtype(dtype)
+    if dt not in ACL_DTYPE:
+        raise InvalidDtypeError("dtype", "dtype", f"must be one of {[dtype_name(d) for d in ACL_DTYPE]}, got "
+                                f"{dtype_name(dt)}")
+    return dt
+
+
+class DeviceArray:
+    """A typed, strided view of device memory (strides and offset in elements).
+
+    Owns its block when made by `empty`, `zeros` or `from_numpy` (released by `close()`, or when the last
+    view is collected); wraps memory another runtime owns with `from_pointer` (never freed here).
+
+    >>> import numpy as np
+    >>> with DeviceArray.from_numpy(np.arange(6, dtype=np.int32).reshape(2, 3)) as d:  # doctest: +SKIP
+    ...     d[:, 1:].to_numpy().tolist()
+    [[1, 2], [4, 5]]
+    """
+
+    __array_priority__ = 10
+
+    def __init__(self, ptr: int, shape: tuple[int, ...], dtype: np.dtype[Any], strides: tuple[int, ...],
+                 offset: int, device: Device, storage: int, block: Block | None, owner: object) -> None:
+        self.ptr = ptr  # storage base address
+        self.shape = shape
+        self.dtype = dtype
+        self.strides = strides  # elements
+        self.offset = offset  # elements from ptr to the first element
+        self.device = device
+        self.storage = storage  # elements of storage from ptr (aclCreateTensor's storage dims)
+        self._block = block
+        self._owner = owner  # keeps the memory's owner (or the parent view) alive
+        self._owns = False  # True for the array that allocated the block; views share its finalizer
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+
+    # ------------------------------------------------------------------------------------ construction
+
+    @classmethod
+    def empty(cls, shape: tuple[int, ...] | list[int], dtype: Any, *, device: Device | int | None = None,
+              stream: Stream | None = None) -> DeviceArray:
+        """Uninitialised device memory of ``shape`` and ``dtype`` (contiguous).
+
+        >>> DeviceArray.empty((2, 32), np.int8).shape  # doctest: +SKIP
+        (2, 32)
+        """
+        dev = _device(device, stream)
+        dt = _check_dtype(dtype)
+        shp = tuple(int(d) for d in shape)
+        if any(d < 0 for d in shp):
+            raise InvalidValueError("shape", "shape", f"must not be negative, got {shp}")
+        count = int(np.prod(shp, dtype=np.int64))
+        s = dev.stream if stream is None else stream
+        block = allocator_for(dev.id).alloc(count * dt.itemsize, s.handle)
+        arr = cls(block.ptr, shp, dt, _contiguous_strides(shp), 0, dev, block.size // dt.itemsize, block, None)
+        arr._finalizer = track(ARRAYS, arr, _release_block, block)
+        arr._owns = True
+        return arr
+
+    @classmethod
+    def zeros(cls, shape: tuple[int, ...] | list[int], dtype: Any, *, device: Device | int | None = None,
+              stream: Stream | None = None) -> DeviceArray:
+        """Device memory filled with zeros (synchronous unless ``stream`` is given).
+
+        >>> DeviceArray.zeros((4,), np.float32).to_numpy().tolist()  # doctest: +SKIP
+        [0.0, 0.0, 0.0, 0.0]
+        """
+        arr = cls.empty(shape, dtype, device=device, stream=stream)
+        nbytes = arr.nbytes
+        if nbytes:
+            s = arr.device.stream if stream is None else stream
+            arr.device.activate()
+            _calls.memset_async(arr.ptr, arr.storage * arr.dtype.itemsize, 0, nbytes, s.handle)
+            if stream is None:
+                s.synchronize()
+        return arr
+
+    @classmethod
+    def from_numpy(cls, a: Any, *, device: Device | int | None = None, stream: Stream | None = None) -> DeviceArray:
+        """Copy a NumPy array to the device (the copy has finished when this returns).
+
+        >>> d = DeviceArray.from_numpy(np.ones((2, 32), np.int8))  # doctest: +SKIP
+        """
+        host = np.ascontiguousarray(a)
+        arr = cls.empty(host.shape, host.dtype, device=device, stream=stream)
+        if host.nbytes:
+            s = arr.device.stream if stream is None else stream
+            arr.device.activate()
+            _calls.memcpy_async(arr.ptr, arr.storage * arr.dtype.itemsize, _calls.buffer_address(host),
+                                host.nbytes, H2D, s.handle)
+            s.synchronize()  # the host buffer must outlive the copy
+        return arr
+
+    @classmethod
+    def from_pointer(cls, ptr: int, shape: tuple[int, ...] | list[int], dtype: Any,
+                     strides: tuple[int, ...] | list[int] | None = None, *, offset: int = 0,
+                     device: Device | int | None = None, owner: object = None) -> DeviceArray:
+        """Wrap device memory another runtime owns: never freed here; ``owner`` is kept alive meanwhile.
+        ``strides`` and ``offset`` count elements (default: contiguous, 0).
+
+        >>> view = DeviceArray.from_pointer(ptr, (24, 4096, 128), np.int8, owner=their_tensor)  # doctest: +SKIP
+        """
+        dev = _device(device, None)
+        dt = _check_dtype(dtype)
+        shp = tuple(int(d) for d in shape)
+        st = _contiguous_strides(shp) if strides is None else tuple(int(s) for s in strides)
+        if len(st) != len(shp) or any(s < 0 for s in st) or any(d < 0 for d in shp) or offset < 0:
+            raise InvalidValueError("strides", "strides", f"must be {len(shp)} non-negative element strides "
+                                    f"with a non-negative offset, got {st} and {offset}")
+        if not isinstance(ptr, int) or isinstance(ptr, bool) or ptr <= 0:
+            raise InvalidValueError("ptr", "ptr", f"must be a non-NULL device address (int), got {ptr!r}")
+        return cls(ptr, shp, dt, st, offset, dev, _extent(shp, st, offset), None, owner)
+
+    # -------------------------------------------------------------------------------------- properties
+
+    @property
+    def ndim(self) -> int:
+        """Number of dimensions."""
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        """Number of elements."""
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the elements (not of the storage)."""
+        return self.size * self.dtype.itemsize
+
+    @property
+    def data_ptr(self) -> int:
+        """Device address of the first element."""
+        return self.ptr + self.offset * self.dtype.itemsize
+
+    @property
+    def is_contiguous(self) -> bool:
+        """True when the elements are dense in C order."""
+        return self.size == 0 or all(
+            s == c for d, s, c in zip(self.shape, self.strides, _contiguous_strides(self.shape), strict=True)
+            if d > 1)
+
+    @property
+    def closed(self) -> bool:
+        """True once `close()` released an owned block."""
+        return self._finalizer is not None and not self._finalizer.alive
+
+    @property
+    def block(self) -> Block | None:
+        """The allocator block behind this array (None for `from_pointer` memory)."""
+        return self._block
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise InvalidValueError("closed", "array", "is closed; its device memory was released")
+
+    # ---------------------------------------------------------------------------------------- views
+
+    def __getitem__(self, key: Any) -> DeviceArray:
+        """Basic slicing (ints, slices with positive steps, Ellipsis): a strided view of the same memory."""
+        self._check_open()
+        keys = key if isinstance(key, tuple) else (key,)
+        if any(k is Ellipsis for k in keys):
+            i = keys.index(Ellipsis)
+            fill = (slice(None),) * (self.ndim - (len(keys) - 1))
+            keys = keys[:i] + fill + keys[i + 1 :]
+        if len(keys) > self.ndim:
+            raise InvalidValueError("index", "index", f"too many indices for a {self.ndim}-d array: {key!r}")
+        offset, shape, strides = self.offset, [], []
+        for dim, k in enumerate(keys + (slice(None),) * (self.ndim - len(keys))):
+            n, st = self.shape[dim], self.strides[dim]
+            if isinstance(k, slice):
+                start, stop, step = k.indices(n)
+                if step <= 0:
+                    raise InvalidValueError("index", "index", f"slices must have a positive step, got {k!r}")
+                offset += start * st
+                shape.append(max(0, -(-(stop - start) // step)))
+                strides.append(st * step)
+            elif isinstance(k, (int, np.integer)) and not isinstance(k, bool):
+                i = int(k) + n if int(k) < 0 else int(k)
+                if not 0 <= i < n:
+                    raise InvalidValueError("index", "index", f"{int(k)} is out of range for dimension {dim} of "
+                                            f"size {n}")
+                offset += i * st
+            else:
+                raise InvalidValueError("index", "index", f"only ints, slices and Ellipsis are supported, got "
+                                        f"{k!r}")
+        view = DeviceArray(self.ptr, tuple(shape), self.dtype, tuple(strides), offset, self.device, self.storage,
+                           self._block, self)
+        view._finalizer = self._finalizer
+        return view
+
+    # -------------------------------------------------------------------------------------- host copies
+
+    def to_numpy(self, out: np.ndarray[Any, Any] | None = None, *, stream: Stream | None = None
+                 ) -> np.ndarray[Any, Any]:
+        """Copy to the host (waiting for queued work first: the whole device, or just ``stream``).
+
+        >>> d.to_numpy().dtype  # doctest: +SKIP
+        dtype('int8')
+        """
+        self._check_open()
+        lo = self.offset
+        extent = _extent(self.shape, self.strides, self.offset) - lo
+        staging = np.empty(max(extent, 0), self.dtype)
+        self.device.activate()
+        if stream is None:
+            _calls.synchronize_device()
+        if extent > 0:
+            s = self.device.stream if stream is None else stream
+            _calls.memcpy_async(_calls.buffer_address(staging, writable=True), staging.nbytes,
+                                self.ptr + lo * self.dtype.itemsize, staging.nbytes, D2H, s.handle)
+            s.synchronize()
+        item = self.dtype.itemsize
+        result = np.lib.stride_tricks.as_strided(staging, self.shape, tuple(s * item for s in self.strides))
+        if out is None:
+            return result.copy()
+        if out.shape != self.shape or out.dtype != self.dtype:
+            raise InvalidValueError("out", "out", f"must have shape {self.shape} and dtype {dtype_name(self.dtype)},"
+                                    f" got {out.shape} {dtype_name(out.dtype)}")
+        np.copyto(out, result)
+        return out
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray[Any, Any]:
+        host = self.to_numpy()
+        return host if dtype is None else host.astype(dtype)
+
+    # -------------------------------------------------------------------------------------- lifetime
+
+    def close(self) -> None:
+        """Release the block this array allocated (idempotent; its views become unusable). Closing a view
+        or a `from_pointer` array only drops its reference to the owner."""
+        if self._owns and self._finalizer is not None:
+            self._finalizer()
+        elif self._block is None:
+            self._owner = None
+
+    def __enter__(self) -> DeviceArray:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"DeviceArray(shape={self.shape}, dtype={dtype_name(self.dtype)}, strides={self.strides}, "
+                f"offset={self.offset}, device={self.device.id})")
+
+
+def _device(device: Device | int | None, stream: Stream | None) -> Device:
+    if stream is not None:
+        return stream.device
+    return Device.current() if device is None else Device(device)

@@ -1,0 +1,344 @@
+"""Process-wide CANN runtime: lazy aclInit, devices, streams and events, and teardown in the right order.
+
+The first device use loads CANN and calls aclInit, once, under a lock. At interpreter exit every resource
+the package still owns is released (device arrays and cached blocks, then events, then streams), then the
+devices are reset and, last, aclFinalize runs (only when this package initialised ACL).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import itertools
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from . import _calls, _loader
+from .contract import Product, resolve_product
+from .errors import CannError, InvalidValueError
+
+__all__ = ["Device", "Event", "Stream", "ensure_runtime"]
+
+ACL_ERROR_REPEAT_INITIALIZE = 100002
+ACL_EVENT_TIME_LINE = 0x8
+
+_lock = threading.RLock()
+_tls = threading.local()
+_initialised = False
+_we_called_init = False
+_device_sets: list[int] = []  # one entry per aclrtSetDevice we made, each paired with a reset at exit
+# Finalizers of live owned resources, by teardown order (arrays first, streams last).
+_live: tuple[dict[int, weakref.finalize[Any, Any]], ...] = ({}, {}, {})
+_keys = itertools.count()
+ARRAYS, EVENTS, STREAMS = 0, 1, 2
+
+
+def ensure_runtime() -> _loader.Cann:
+    """Load CANN and call aclInit once per process (thread-safe); return the loaded toolkit.
+
+    >>> ensure_runtime().caps  # doctest: +SKIP
+    Caps(v2=False, ...)
+    """
+    global _initialised, _we_called_init
+    cann = _calls.bound()
+    if _initialised and cann is not None:
+        return cann
+    with _lock:
+        cann = _calls.bind()
+        if not _initialised:
+            try:
+                _calls.init(None)
+                _we_called_init = True
+            except CannError as exc:  # another runtime in this process initialised ACL: share it
+                if exc.code != ACL_ERROR_REPEAT_INITIALIZE:
+                    raise
+            atexit.register(_teardown)
+            _initialised = True
+        return cann
+
+
+def track(kind: int, obj: object, release: Callable[..., None], *args: Any) -> weakref.finalize[Any, Any]:
+    """Register ``release(*args)`` to run once: when ``obj`` is collected, closed, or at exit (``kind`` order)."""
+    key = next(_keys)
+    fin = weakref.finalize(obj, _run_release, kind, key, release, *args)
+    fin.atexit = False  # our own teardown runs them, in order, before the runtime goes away
+    _live[kind][key] = fin
+    return fin
+
+
+def _run_release(kind: int, key: int, release: Callable[..., None], *args: Any) -> None:
+    _live[kind].pop(key, None)
+    release(*args)
+
+
+def _teardown() -> None:
+    global _initialised
+    with _lock:
+        for group in _live:
+            for fin in list(group.values()):
+                with contextlib.suppress(CannError):  # exiting: keep releasing the rest, nobody to report to
+                    fin()
+            group.clear()
+        while _device_sets:
+            device_id = _device_sets.pop()
+            try:
+                _calls.reset_device(device_id)
+            except CannError:
+                break
+        if _we_called_init:
+            with contextlib.suppress(CannError):  # exiting: nobody to report to
+                _calls.finalize()
+        _initialised = False
+
+
+def _activate(device_id: int) -> None:
+    """Make ``device_id`` current on this thread (aclrtSetDevice once per thread and device)."""
+    if getattr(_tls, "current", None) == device_id:
+        return
+    ensure_runtime()
+    done: set[int] = _tls.__dict__.setdefault("done", set())
+    _calls.set_device(device_id)
+    if device_id not in done:
+        done.add(device_id)
+        with _lock:
+            _device_sets.append(device_id)
+    _tls.current = device_id
+
+
+class Device:
+    """One Ascend device of this process (one object per id): the factory for streams and memory.
+
+    >>> dev = Device(0)        # doctest: +SKIP
+    >>> dev.soc_name, dev.product.name  # doctest: +SKIP
+    ('Ascend910B1', 'A2')
+    """
+
+    _instances: ClassVar[dict[int, Device]] = {}
+
+    id: int
+    _stream: Stream | None
+    _soc: str | None
+
+    def __new__(cls, device_id: Device | int = 0) -> Device:
+        if isinstance(device_id, Device):
+            return device_id
+        if isinstance(device_id, bool) or not isinstance(device_id, int):
+            raise InvalidValueError("device", "device", f"must be an int device id, got {device_id!r}")
+        with _lock:
+            dev = cls._instances.get(device_id)
+            if dev is None:
+                count = Device.count()
+                if not 0 <= device_id < count:
+                    raise InvalidValueError("device", "device", f"must be in [0, {count}) (devices visible), "
+                                            f"got {device_id}")
+                dev = super().__new__(cls)
+                dev.id, dev._stream, dev._soc = device_id, None, None
+                cls._instances[device_id] = dev
+            return dev
+
+    @staticmethod
+    def count() -> int:
+        """Number of visible devices (loads CANN on first use).
+
+        >>> Device.count() >= 0  # doctest: +SKIP
+        True
+        """
+        ensure_runtime()
+        return _calls.get_device_count()
+
+    @staticmethod
+    def current() -> Device:
+        """This thread's current device (device 0 until another is activated).
+
+        >>> Device.current().id  # doctest: +SKIP
+        0
+        """
+        return Device(getattr(_tls, "current", None) or 0)
+
+    def activate(self) -> Device:
+        """Make this device current on the calling thread; return it.
+
+        >>> Device(0).activate().id  # doctest: +SKIP
+        0
+        """
+        _activate(self.id)
+        return self
+
+    def __enter__(self) -> Device:
+        stack: list[int | None] = _tls.__dict__.setdefault("stack", [])
+        stack.append(getattr(_tls, "current", None))
+        return self.activate()
+
+    def __exit__(self, *exc: object) -> None:
+        previous = _tls.stack.pop()
+        if previous is not None and previous != self.id:
+            _activate(previous)
+
+    @property
+    def soc_name(self) -> str:
+        """The SoC name CANN reports (``aclrtGetSocName``), or "" when the toolkit lacks the call."""
+        if self._soc is None:
+            self.activate()
+            self._soc = _calls.get_soc_name() or ""
+        return self._soc
+
+    @property
+    def product(self) -> Product:
+        """The product family whose rules apply on this device (A2 rules for an unknown SoC)."""
+        return resolve_product(self.soc_name or None)
+
+    def mem_info(self) -> tuple[int, int]:
+        """(free, total) bytes of device memory (HBM).
+
+        >>> free, total = Device(0).mem_info()  # doctest: +SKIP
+        """
+        self.activate()
+        return _calls.get_mem_info(1)
+
+    def synchronize(self) -> None:
+        """Wait for all work queued on this device."""
+        self.activate()
+        _calls.synchronize_device()
+
+    @property
+    def stream(self) -> Stream:
+        """The package's own stream on this device, used when a call names none."""
+        if self._stream is None:
+            with _lock:
+                if self._stream is None:
+                    self._stream = Stream(self)
+        return self._stream
+
+    def __repr__(self) -> str:
+        return f"Device({self.id})"
+
+
+def _destroy_stream(handle: int, device_id: int) -> None:
+    from .memory import allocator_for
+
+    _activate(device_id)
+    try:
+        _calls.synchronize_stream(handle)
+    finally:
+        allocator_for(device_id).drop_stream(handle)
+        _calls.destroy_stream(handle)
+
+
+class Stream:
+    """A CANN stream: work queued on it runs in order. Owned streams are destroyed by `close()`;
+    `from_handle` wraps a stream another runtime owns and never destroys it.
+
+    >>> with Stream() as s:  # doctest: +SKIP
+    ...     s.synchronize()
+    """
+
+    def __init__(self, device: Device | int | None = None) -> None:
+        dev = Device.current() if device is None else Device(device)
+        dev.activate()
+        self.device = dev
+        self.handle = _calls.create_stream()
+        self.owned = True
+        self._owner: object = None
+        self._finalizer: weakref.finalize[Any, Any] | None = track(STREAMS, self, _destroy_stream, self.handle,
+                                                                   dev.id)
+
+    @classmethod
+    def from_handle(cls, handle: int, *, device: Device | int | None = None, owner: object = None) -> Stream:
+        """Wrap an ``aclrtStream`` owned elsewhere (an int address); ``owner`` is kept alive meanwhile.
+
+        >>> s = Stream.from_handle(other_runtime_stream_ptr, owner=other_runtime)  # doctest: +SKIP
+        """
+        self = cls.__new__(cls)
+        self.device = Device.current() if device is None else Device(device)
+        self.handle = int(handle)
+        self.owned = False
+        self._owner = owner
+        self._finalizer = None
+        return self
+
+    def synchronize(self, timeout_ms: int | None = None) -> None:
+        """Wait until everything queued on this stream has run (optionally at most ``timeout_ms``).
+
+        >>> Stream().synchronize()  # doctest: +SKIP
+        """
+        self.device.activate()
+        if timeout_ms is None:
+            _calls.synchronize_stream(self.handle)
+        else:
+            _calls.synchronize_stream_with_timeout(self.handle, int(timeout_ms))
+
+    def close(self) -> None:
+        """Synchronise and destroy an owned stream (idempotent); a wrapped stream is only forgotten."""
+        if self._finalizer is not None:
+            fin, self._finalizer = self._finalizer, None
+            fin()
+        self._owner = None
+
+    @property
+    def closed(self) -> bool:
+        """True once `close()` has run on an owned stream."""
+        return self.owned and self._finalizer is None
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Stream(handle=0x{self.handle:x}, device={self.device.id}, owned={self.owned})"
+
+
+def _destroy_event(handle: int, device_id: int) -> None:
+    _activate(device_id)
+    _calls.destroy_event(handle)
+
+
+class Event:
+    """A CANN event: record it on a stream, wait for it, time the work between two events.
+
+    >>> start, end = Event(), Event()  # doctest: +SKIP
+    >>> start.record(s); end.record(s); end.synchronize(); start.elapsed_ms(end)  # doctest: +SKIP
+    0.012
+    """
+
+    def __init__(self, device: Device | int | None = None, *, timing: bool = True) -> None:
+        dev = Device.current() if device is None else Device(device)
+        dev.activate()
+        cann = ensure_runtime()
+        self.device = dev
+        if timing and cann.caps.event_with_flag:
+            self.handle = _calls.create_event_with_flag(ACL_EVENT_TIME_LINE)
+        else:
+            self.handle = _calls.create_event()
+        self._finalizer: weakref.finalize[Any, Any] | None = track(EVENTS, self, _destroy_event, self.handle, dev.id)
+
+    def record(self, stream: Stream | None = None) -> Event:
+        """Queue this event on ``stream`` (default: the device's package stream); return self."""
+        s = self.device.stream if stream is None else stream
+        self.device.activate()
+        _calls.record_event(self.handle, s.handle)
+        return self
+
+    def synchronize(self) -> None:
+        """Wait until the work queued before the last `record` has run."""
+        self.device.activate()
+        _calls.synchronize_event(self.handle)
+
+    def elapsed_ms(self, end: Event) -> float:
+        """Milliseconds between this event and ``end`` (both recorded and completed)."""
+        return _calls.event_elapsed_time(self.handle, end.handle)
+
+    def close(self) -> None:
+        """Destroy the event (idempotent)."""
+        if self._finalizer is not None:
+            fin, self._finalizer = self._finalizer, None
+            fin()
+
+    def __enter__(self) -> Event:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
