@@ -82,10 +82,8 @@ ACLNN_ERR_PARAM_INVALID = 161002
 
 _NULL = ffi.NULL
 _new = ffi.new
-_cast = ffi.cast
-_VOIDP = ffi.typeof("void *")
-_VOIDPP = ffi.typeof("void **")
 _UINTPTR = ffi.typeof("uintptr_t")
+_UINTPTRP = ffi.typeof("uintptr_t *")
 _I32P = ffi.typeof("int32_t *")
 _U32P = ffi.typeof("uint32_t *")
 _U64P = ffi.typeof("uint64_t *")
@@ -189,6 +187,31 @@ _aclnnInplaceQuantScatterV2: Any = _Unbound("aclnnInplaceQuantScatterV2")
 _bound: _loader.Cann | None = None
 
 
+def _address_view(fn: Any) -> Any:
+    """The same C function, seen with ``void *`` parameters as ``uintptr_t`` and ``void **`` as ``uintptr_t *``.
+
+    Addresses travel as Python ints; converting an int to ``uintptr_t`` is several times cheaper than
+    ``ffi.cast("void *", n)`` on every call, and out-parameters then read back as ints directly. On the
+    only ABIs CANN ships for (LP64 Linux on x86-64 and AArch64) a pointer and a ``uintptr_t`` argument are
+    passed identically. Anything that is not a cffi C function (a test double) is returned unchanged.
+
+    >>> _address_view(print) is print
+    True
+    """
+    if not isinstance(fn, ffi.CData):
+        return fn
+    ctype = ffi.typeof(fn)
+    args: list[str] = []
+    for arg in ctype.args:
+        if arg.kind == "pointer" and arg.item.kind == "void":
+            args.append("uintptr_t")
+        elif arg.kind == "pointer" and arg.item.kind == "pointer" and arg.item.item.kind == "void":
+            args.append("uintptr_t *")
+        else:
+            args.append(arg.cname)
+    return ffi.cast(f"{ctype.result.cname}(*)({', '.join(args) or 'void'})", fn)
+
+
 def bind(cann: _loader.Cann | None = None) -> _loader.Cann:
     """Bind the module to a loaded CANN (default: :func:`_loader.load`, which may raise CannNotFoundError).
 
@@ -206,7 +229,7 @@ def bind(cann: _loader.Cann | None = None) -> _loader.Cann:
     namespace = globals()
     for name in _SYMBOLS:
         fn = cann.functions.get(name)
-        namespace["_" + name] = fn if fn is not None else _Missing(name, where)
+        namespace["_" + name] = _Missing(name, where) if fn is None else _address_view(fn)
     _bound = cann
     return cann
 
@@ -391,11 +414,11 @@ def create_context(device_id: int) -> int:
 
         ctx = create_context(0)
     """
-    out = _new(_VOIDPP)
+    out = _new(_UINTPTRP)
     rc = _aclrtCreateContext(out, device_id)
     if rc:
         raise _error("aclrtCreateContext", rc)
-    return int(_cast(_UINTPTR, out[0]))
+    return int(out[0])
 
 
 def destroy_context(context: int) -> None:
@@ -405,7 +428,7 @@ def destroy_context(context: int) -> None:
 
         destroy_context(ctx)
     """
-    rc = _aclrtDestroyContext(_cast(_VOIDP, context))
+    rc = _aclrtDestroyContext(context)
     if rc:
         raise _error("aclrtDestroyContext", rc)
 
@@ -417,7 +440,7 @@ def set_current_context(context: int) -> None:
 
         set_current_context(ctx)
     """
-    rc = _aclrtSetCurrentContext(_cast(_VOIDP, context))
+    rc = _aclrtSetCurrentContext(context)
     if rc:
         raise _error("aclrtSetCurrentContext", rc)
 
@@ -430,11 +453,11 @@ def get_current_context() -> int:
         get_current_context()
         # -> 94823412
     """
-    out = _new(_VOIDPP)
+    out = _new(_UINTPTRP)
     rc = _aclrtGetCurrentContext(out)
     if rc:
         raise _error("aclrtGetCurrentContext", rc)
-    return int(_cast(_UINTPTR, out[0]))
+    return int(out[0])
 
 
 # ------------------------------------------------------------------------------------------- streams
@@ -447,11 +470,11 @@ def create_stream() -> int:
 
         stream = create_stream()
     """
-    out = _new(_VOIDPP)
+    out = _new(_UINTPTRP)
     rc = _aclrtCreateStream(out)
     if rc:
         raise _error("aclrtCreateStream", rc)
-    return int(_cast(_UINTPTR, out[0]))
+    return int(out[0])
 
 
 def destroy_stream(stream: int) -> None:
@@ -461,7 +484,7 @@ def destroy_stream(stream: int) -> None:
 
         destroy_stream(stream)
     """
-    rc = _aclrtDestroyStream(_cast(_VOIDP, stream))
+    rc = _aclrtDestroyStream(stream)
     if rc:
         raise _error("aclrtDestroyStream", rc)
 
@@ -473,7 +496,7 @@ def synchronize_stream(stream: int) -> None:
 
         synchronize_stream(stream)
     """
-    rc = _aclrtSynchronizeStream(_cast(_VOIDP, stream))
+    rc = _aclrtSynchronizeStream(stream)
     if rc:
         raise _error("aclrtSynchronizeStream", rc)
 
@@ -485,7 +508,7 @@ def synchronize_stream_with_timeout(stream: int, timeout_ms: int) -> None:
 
         synchronize_stream_with_timeout(stream, 1000)
     """
-    rc = _aclrtSynchronizeStreamWithTimeout(_cast(_VOIDP, stream), timeout_ms)
+    rc = _aclrtSynchronizeStreamWithTimeout(stream, timeout_ms)
     if rc:
         raise _error("aclrtSynchronizeStreamWithTimeout", rc)
 
@@ -500,11 +523,11 @@ def create_event() -> int:
 
         event = create_event()
     """
-    out = _new(_VOIDPP)
+    out = _new(_UINTPTRP)
     rc = _aclrtCreateEvent(out)
     if rc:
         raise _error("aclrtCreateEvent", rc)
-    return int(_cast(_UINTPTR, out[0]))
+    return int(out[0])
 
 
 def create_event_with_flag(flag: int) -> int:
@@ -514,11 +537,11 @@ def create_event_with_flag(flag: int) -> int:
 
         event = create_event_with_flag(8)
     """
-    out = _new(_VOIDPP)
+    out = _new(_UINTPTRP)
     rc = _aclrtCreateEventWithFlag(out, flag)
     if rc:
         raise _error("aclrtCreateEventWithFlag", rc)
-    return int(_cast(_UINTPTR, out[0]))
+    return int(out[0])
 
 
 def record_event(event: int, stream: int) -> None:
@@ -528,7 +551,7 @@ def record_event(event: int, stream: int) -> None:
 
         record_event(event, stream)
     """
-    rc = _aclrtRecordEvent(_cast(_VOIDP, event), _cast(_VOIDP, stream))
+    rc = _aclrtRecordEvent(event, stream)
     if rc:
         raise _error("aclrtRecordEvent", rc)
 
@@ -540,7 +563,7 @@ def synchronize_event(event: int) -> None:
 
         synchronize_event(event)
     """
-    rc = _aclrtSynchronizeEvent(_cast(_VOIDP, event))
+    rc = _aclrtSynchronizeEvent(event)
     if rc:
         raise _error("aclrtSynchronizeEvent", rc)
 
@@ -554,7 +577,7 @@ def event_elapsed_time(start: int, end: int) -> float:
         # -> 0.125
     """
     out = _new(_FLOATP)
-    rc = _aclrtEventElapsedTime(out, _cast(_VOIDP, start), _cast(_VOIDP, end))
+    rc = _aclrtEventElapsedTime(out, start, end)
     if rc:
         raise _error("aclrtEventElapsedTime", rc)
     return float(out[0])
@@ -567,7 +590,7 @@ def destroy_event(event: int) -> None:
 
         destroy_event(event)
     """
-    rc = _aclrtDestroyEvent(_cast(_VOIDP, event))
+    rc = _aclrtDestroyEvent(event)
     if rc:
         raise _error("aclrtDestroyEvent", rc)
 
@@ -582,11 +605,11 @@ def malloc(size: int, policy: int = 0) -> int:
 
         ptr = malloc(1 << 20)
     """
-    out = _new(_VOIDPP)
+    out = _new(_UINTPTRP)
     rc = _aclrtMalloc(out, size, policy)
     if rc:
         raise _error("aclrtMalloc", rc)
-    return int(_cast(_UINTPTR, out[0]))
+    return int(out[0])
 
 
 def free(ptr: int) -> None:
@@ -596,7 +619,7 @@ def free(ptr: int) -> None:
 
         free(ptr)
     """
-    rc = _aclrtFree(_cast(_VOIDP, ptr))
+    rc = _aclrtFree(ptr)
     if rc:
         raise _error("aclrtFree", rc)
 
@@ -608,11 +631,11 @@ def malloc_host(size: int) -> int:
 
         host = malloc_host(4096)
     """
-    out = _new(_VOIDPP)
+    out = _new(_UINTPTRP)
     rc = _aclrtMallocHost(out, size)
     if rc:
         raise _error("aclrtMallocHost", rc)
-    return int(_cast(_UINTPTR, out[0]))
+    return int(out[0])
 
 
 def free_host(ptr: int) -> None:
@@ -622,7 +645,7 @@ def free_host(ptr: int) -> None:
 
         free_host(host)
     """
-    rc = _aclrtFreeHost(_cast(_VOIDP, ptr))
+    rc = _aclrtFreeHost(ptr)
     if rc:
         raise _error("aclrtFreeHost", rc)
 
@@ -638,7 +661,7 @@ def memcpy(dst: int, dst_max: int, src: int, count: int, kind: int) -> None:
         a = np.arange(4, dtype=np.float32)
         memcpy(dev, 16, buffer_address(a), a.nbytes, 1)
     """
-    rc = _aclrtMemcpy(_cast(_VOIDP, dst), dst_max, _cast(_VOIDP, src), count, kind)
+    rc = _aclrtMemcpy(dst, dst_max, src, count, kind)
     if rc:
         raise _error("aclrtMemcpy", rc)
 
@@ -650,8 +673,8 @@ def memcpy_async(dst: int, dst_max: int, src: int, count: int, kind: int, stream
 
         memcpy_async(dev, 16, buffer_address(a), 16, 1, stream)
     """
-    rc = _aclrtMemcpyAsync(_cast(_VOIDP, dst), dst_max, _cast(_VOIDP, src), count, kind,
-                           _cast(_VOIDP, stream))
+    rc = _aclrtMemcpyAsync(dst, dst_max, src, count, kind,
+                           stream)
     if rc:
         raise _error("aclrtMemcpyAsync", rc)
 
@@ -663,7 +686,7 @@ def memset(ptr: int, max_count: int, value: int, count: int) -> None:
 
         memset(dev, 16, 0, 16)
     """
-    rc = _aclrtMemset(_cast(_VOIDP, ptr), max_count, value, count)
+    rc = _aclrtMemset(ptr, max_count, value, count)
     if rc:
         raise _error("aclrtMemset", rc)
 
@@ -675,7 +698,7 @@ def memset_async(ptr: int, max_count: int, value: int, count: int, stream: int) 
 
         memset_async(dev, 16, 0, 16, stream)
     """
-    rc = _aclrtMemsetAsync(_cast(_VOIDP, ptr), max_count, value, count, _cast(_VOIDP, stream))
+    rc = _aclrtMemsetAsync(ptr, max_count, value, count, stream)
     if rc:
         raise _error("aclrtMemsetAsync", rc)
 
@@ -731,7 +754,7 @@ def create_tensor(
     """
     tensor = _aclCreateTensor(
         _new(_I64ARR, shape), len(shape), data_type, _new(_I64ARR, strides), offset, fmt,
-        _new(_I64ARR, storage_shape), len(storage_shape), _cast(_VOIDP, data),
+        _new(_I64ARR, storage_shape), len(storage_shape), data,
     )
     if tensor == _NULL:
         message = recent_error_message() or (
@@ -785,7 +808,7 @@ def set_input_tensor_addr(executor: Any, index: int, tensor: Any, addr: int) -> 
 
         set_input_tensor_addr(executor, 1, t, dev)
     """
-    rc = _aclSetInputTensorAddr(executor, index, tensor, _cast(_VOIDP, addr))
+    rc = _aclSetInputTensorAddr(executor, index, tensor, addr)
     if rc:
         raise _error("aclSetInputTensorAddr", rc)
 
@@ -797,7 +820,7 @@ def set_output_tensor_addr(executor: Any, index: int, tensor: Any, addr: int) ->
 
         set_output_tensor_addr(executor, 0, t, dev)
     """
-    rc = _aclSetOutputTensorAddr(executor, index, tensor, _cast(_VOIDP, addr))
+    rc = _aclSetOutputTensorAddr(executor, index, tensor, addr)
     if rc:
         raise _error("aclSetOutputTensorAddr", rc)
 
@@ -833,8 +856,8 @@ def quant_scatter(workspace: int, workspace_size: int, executor: Any, stream: in
 
         quant_scatter(ws, size, executor, stream)
     """
-    rc = _aclnnInplaceQuantScatter(_cast(_VOIDP, workspace), workspace_size, executor,
-                                   _cast(_VOIDP, stream))
+    rc = _aclnnInplaceQuantScatter(workspace, workspace_size, executor,
+                                   stream)
     if rc:
         raise _error("aclnnInplaceQuantScatter", rc)
 
@@ -867,7 +890,7 @@ def quant_scatter_v2(workspace: int, workspace_size: int, executor: Any, stream:
 
         quant_scatter_v2(ws, size, ex, stream)
     """
-    rc = _aclnnInplaceQuantScatterV2(_cast(_VOIDP, workspace), workspace_size, executor,
-                                     _cast(_VOIDP, stream))
+    rc = _aclnnInplaceQuantScatterV2(workspace, workspace_size, executor,
+                                     stream)
     if rc:
         raise _error("aclnnInplaceQuantScatterV2", rc)

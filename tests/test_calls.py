@@ -1,8 +1,8 @@
 """The checked-call layer against Python fakes of the C functions (no compiler, no CANN needed).
 
-The fakes receive the arguments _calls builds (pointer casts, out-parameters, NULL); cffi's own C-side
-conversion is exercised against the emulator (test_binding_emulator.py). Failures check that
-aclGetRecentErrMsg is read first, on the failing thread.
+The fakes receive the arguments _calls builds (addresses as ints, out-parameters, NULL); cffi's own C-side
+conversion is exercised against the emulator (test_binding_emulator.py) and by test_address_view below.
+Failures check that aclGetRecentErrMsg is read first, on the failing thread.
 """
 
 from __future__ import annotations
@@ -68,13 +68,12 @@ def _set(value: Any) -> Callable[..., None]:
 
 
 def make_cann(fake: Fake, *, optional: bool = True) -> _loader.Cann:
-    voidp = ffi.cast("void *", 0x1000)
     effects: dict[str, Callable[..., Any] | None] = {
         "aclrtGetDevice": _set(3), "aclrtGetDeviceCount": _set(2),
-        "aclrtCreateContext": _set(ffi.cast("void *", 0xC0)), "aclrtGetCurrentContext": _set(ffi.cast("void *", 0xC0)),
-        "aclrtCreateStream": _set(ffi.cast("void *", 0x5000)), "aclrtCreateEvent": _set(ffi.cast("void *", 0xE0)),
-        "aclrtCreateEventWithFlag": _set(ffi.cast("void *", 0xE8)), "aclrtMalloc": _set(voidp),
-        "aclrtMallocHost": _set(ffi.cast("void *", 0x2000)), "aclrtEventElapsedTime": _set(1.5),
+        "aclrtCreateContext": _set(0xC0), "aclrtGetCurrentContext": _set(0xC0),
+        "aclrtCreateStream": _set(0x5000), "aclrtCreateEvent": _set(0xE0),
+        "aclrtCreateEventWithFlag": _set(0xE8), "aclrtMalloc": _set(0x1000),
+        "aclrtMallocHost": _set(0x2000), "aclrtEventElapsedTime": _set(1.5),
     }
 
     def version(major: Any, minor: Any, patch: Any) -> None:
@@ -249,10 +248,7 @@ def test_return_values(fake: Fake) -> None:
 
 def test_arguments_are_marshalled(fake: Fake) -> None:
     _calls.memcpy_async(0x1000, 64, 0x2000, 32, 2, 0)
-    (_, dst, dst_max, src, count, kind, stream) = fake.log[-1]
-    assert int(ffi.cast("uintptr_t", dst)) == 0x1000 and int(ffi.cast("uintptr_t", src)) == 0x2000
-    assert (dst_max, count, kind) == (64, 32, 2)
-    assert stream == ffi.NULL  # stream 0 is the default stream, passed as NULL
+    assert fake.log[-1][1:] == (0x1000, 64, 0x2000, 32, 2, 0)  # addresses as ints; stream 0 = default (NULL)
     _calls.quant_scatter_get_workspace_size(T, T, T, T, None, -2, -1, 1)
     args = fake.log[-1][1:]
     assert args[4] == ffi.NULL and args[5:8] == (-2, -1, 1)
@@ -271,7 +267,7 @@ def test_create_tensor(fake: Fake) -> None:
     (_, dims, ndim, dtype, strides, offset, fmt, storage, nstorage, data) = fake.log[-1]
     assert list(ffi.unpack(dims, ndim)) == [2, 3] and list(ffi.unpack(strides, 2)) == [3, 1]
     assert (dtype, offset, fmt, nstorage) == (1, 0, 2, 1) and list(ffi.unpack(storage, 1)) == [6]
-    assert int(ffi.cast("uintptr_t", data)) == 0x1000
+    assert data == 0x1000
 
 
 def test_create_tensor_null_raises(fake: Fake) -> None:
@@ -360,3 +356,27 @@ def test_buffer_address() -> None:
     assert _calls.buffer_address(ro) == ro.ctypes.data
     with pytest.raises((ValueError, BufferError, TypeError)):
         _calls.buffer_address(ro, writable=True)
+
+
+def test_address_view_matches_the_declared_abi(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Every C function _calls uses, seen through _address_view: same arity and result, and each parameter
+    either unchanged or a void pointer (or void **) turned into uintptr_t (or uintptr_t *)."""
+    from test_binding_support import compile_stub
+    from test_ffi import FUNCTIONS
+
+    lib = ffi.dlopen(str(compile_stub(tmp_path_factory.mktemp("view") / "liball.so", FUNCTIONS)))
+    try:
+        for name in _calls._SYMBOLS:
+            declared = ffi.typeof(getattr(lib, name))
+            view = ffi.typeof(_calls._address_view(getattr(lib, name)))
+            assert view.result == declared.result and len(view.args) == len(declared.args), name
+            for d, v in zip(declared.args, view.args, strict=True):
+                if d.cname == "void *":
+                    assert v.cname == "uintptr_t", name
+                elif d.cname == "void * *":
+                    assert v.cname == "uintptr_t *", name
+                else:
+                    assert v == d, name
+        assert ffi.sizeof("uintptr_t") == ffi.sizeof("void *")
+    finally:
+        ffi.dlclose(lib)
