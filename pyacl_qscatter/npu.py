@@ -97,12 +97,28 @@ def launch(plan: Plan, self_: DeviceArray, indices: DeviceArray, updates: Device
             _release_executor(executor)
             raise
         run = _calls.quant_scatter_v2 if use_v2 else _calls.quant_scatter
-        run(workspace.ptr if workspace is not None else 0, size, executor, stream.handle)
+        try:
+            run(workspace.ptr if workspace is not None else 0, size, executor, stream.handle)
+        except CannError:
+            # A refused launch leaves the executor unconsumed (verify on hardware: CANN does not document it)
+            _release_executor(executor)
+            raise
     finally:
         if workspace is not None:
             allocator_for(stream.device.id).release(workspace)
-        for tensor in tensors:
+        _destroy_all(tensors)
+
+
+def _destroy_all(tensors: list[Any]) -> None:
+    """Destroy every descriptor even if one destroy fails; then raise the first failure."""
+    failure: CannError | None = None
+    for tensor in tensors:
+        try:
             _calls.destroy_tensor(tensor)
+        except CannError as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure
 
 
 class _Staging:
