@@ -9,6 +9,7 @@ COMMANDS = {
     "demo": "run the seed's example on the active backend and say which",
     "info": "version, backends, where CANN was found (or everything tried)",
     "bench": "measure throughput and host overhead, side by side in one run",
+    "selftest": "every conformance case on the device against the reference (run this first on hardware)",
 }
 
 
