@@ -53,12 +53,11 @@ COUNTERS: tuple[str, ...] = (*LIVE_COUNTERS, "bytes_h2d", "bytes_d2h", "bytes_d2
 
 
 class Emu:
-    """Counters and fault injection of the emulator built into ``lib64``.
+    """Counters and fault injection of the emulator built into ``lib64``. For example::
 
-    >>> emu = Emu(lib64)                       # doctest: +SKIP
-    >>> emu.inject("aclrtMalloc", nth=2)       # doctest: +SKIP  (the 2nd call from now fails: 207001)
-    >>> emu.live()["live_device_blocks"]       # doctest: +SKIP
-    0
+        emu = Emu(root / "lib64")
+        emu.inject("aclrtMalloc", nth=2)   # the 2nd aclrtMalloc from now fails with 207001
+        emu.live()["live_device_blocks"]   # blocks allocated and not yet freed
     """
 
     def __init__(self, lib64: Path | str) -> None:

@@ -19,9 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from .build import BuildError, build
-from .emu import CannLibs, Emu
+from emulator.build import BuildError, build
+from emulator.emu import CannLibs, Emu
 
 __all__ = ["build_or_skip", "emu", "emulator_cann", "emulator_root", "emulator_variant"]
 
