@@ -265,3 +265,32 @@ def test_concurrent_first_loads_search_once(fresh_loader: list[dict[str, str]]) 
     for t in threads:
         t.join()
     assert len(errors) == 8 and len(fresh_loader) == 1
+
+
+def test_missing_opp_path_warns_once(stubs: Stubs, tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    home = stubs.standard(tmp_path / "cann")
+    (home / "opp").mkdir()
+    code = """
+import json, warnings
+from pyacl_qscatter import _loader
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    a = _loader.load()
+    b = _loader.load()
+print(json.dumps({"same": a is b, "warnings": [str(w.message) for w in caught],
+                  "categories": [w.category.__name__ for w in caught]}))
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ASCEND_", "PYACL_QSCATTER_"))}
+    env.update({"ASCEND_HOME_PATH": str(home), "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["same"] and out["categories"] == ["RuntimeWarning"]
+    assert "ASCEND_OPP_PATH is not set" in out["warnings"][0] and f"{home / 'opp'}" in out["warnings"][0]
+    env["ASCEND_OPP_PATH"] = str(home / "opp")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert json.loads(proc.stdout)["warnings"] == []
