@@ -119,18 +119,18 @@ def _query_device(cann: _loader.Cann, report: Report, finalize: bool) -> None:
             if exc.code == 100002:  # ACL_ERROR_REPEAT_INITIALIZE: someone in this process did it already
                 report.notes.append("aclInit: already initialised in this process (left as it was)")
             else:
-                report.notes.append(f"aclInit failed: {exc}")
+                report.notes.append(str(exc))
         if cann.caps.version:
             try:
                 report.cann_version = ".".join(str(v) for v in _calls.get_version())
             except CannError as exc:
-                report.notes.append(f"aclrtGetVersion failed: {exc}")
+                report.notes.append(str(exc))
         else:
             report.notes.append("aclrtGetVersion is not exported by this toolkit")
         try:
             report.device_count = _calls.get_device_count()
         except CannError as exc:
-            report.notes.append(f"aclrtGetDeviceCount failed: {exc}")
+            report.notes.append(str(exc))
         if cann.caps.soc_name:
             report.soc_name = _calls.get_soc_name()
             if report.soc_name is None:
@@ -140,7 +140,7 @@ def _query_device(cann: _loader.Cann, report: Report, finalize: bool) -> None:
             try:
                 _calls.finalize()
             except CannError as exc:
-                report.notes.append(f"aclFinalize failed: {exc}")
+                report.notes.append(str(exc))
 
 
 def collect(*, query_device: bool = True, finalize: bool = True) -> Report:
@@ -198,6 +198,11 @@ def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
+def _hang(text: str, indent: int) -> str:
+    """Indent the continuation lines of a multi-line message under its first line."""
+    return text.replace("\n", "\n" + " " * indent)
+
+
 def format_report(report: Report) -> str:
     """Render the report as the text ``info`` prints.
 
@@ -207,7 +212,7 @@ def format_report(report: Report) -> str:
     """
     out = [f"pyacl_qscatter {report.version} (Python {report.python}, {report.platform})", "", "Backends"]
     for name, (ok, why) in report.backends.items():
-        out.append(f"  {name:4} {'available' if ok else 'unavailable':12} {why}")
+        out.append(f"  {name:4} {'available' if ok else 'unavailable':12} {_hang(why, 20)}")
     out += ["", "CANN"]
     if report.cann_found:
         out.append(f"  found at   {report.home or 'the system loader'} (via {report.source})")
@@ -223,10 +228,10 @@ def format_report(report: Report) -> str:
         out.append(f"  other symbols: {', '.join(others)}")
         if len(report.attempts) > 1:
             out.append("  places tried before:")
-            out += [f"    - {where}: {why}" for where, why in report.attempts[:-1]]
+            out += [f"    - {where}: {_hang(why, 6)}" for where, why in report.attempts[:-1]]
     else:
         out.append("  CANN not found. Places tried, in order:")
-        out += [f"    - {where}: {why}" for where, why in report.attempts]
+        out += [f"    - {where}: {_hang(why, 6)}" for where, why in report.attempts]
         if report.fix:
             out.append(f"  Fix: {report.fix}")
     out += ["", "Environment"]
@@ -244,5 +249,5 @@ def format_report(report: Report) -> str:
         out.append("  LD_LIBRARY_PATH: (not set)")
     if report.notes:
         out += ["", "Notes"]
-        out += [f"  - {note}" for note in report.notes]
+        out += [f"  - {_hang(note, 4)}" for note in report.notes]
     return "\n".join(out)

@@ -419,3 +419,16 @@ print(json.dumps({"first": first, "after": after, "second": second, "notes": rep
     assert out["after"] == 100001  # finalised again: nothing left initialised behind the caller's back
     assert out["second"] == {"aclInit": 3, "aclFinalize": 1}  # already initialised: left as it was
     assert any("already initialised" in n for n in out["notes"]) and out["count"] == 1
+
+
+def test_info_survives_a_failing_runtime(emulator_root: Any) -> None:
+    home = os.environ["ASCEND_HOME_PATH"]
+    env = {"ASCEND_HOME_PATH": home, "ASCEND_OPP_PATH": os.path.join(home, "opp"),
+           "CANN_EMU_FAIL": "aclInit:1,aclInit:2"}  # the npu backend check and info's own aclInit both fail
+    proc = run_py("from pyacl_qscatter._cli.info import main; raise SystemExit(main([]))", env)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "npu  unavailable" in out and f"found at   {os.path.abspath(home)}" in out
+    notes = out.split("\nNotes\n", 1)[1]
+    assert "  - aclInit failed with ACL_ERROR_INTERNAL_ERROR (500000)" in notes
+    assert "\n    CANN says: " in notes  # multi-line messages stay indented under their item
