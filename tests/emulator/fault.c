@@ -52,7 +52,7 @@ int emuInjectFault(const char *symbol, int nth, int code)
 }
 
 /* CANN_EMU_FAIL="symbol:nth[:code],...": entries that do not parse are reported on stderr and skipped. */
-EMU_HIDDEN void emu_faults_load_env(void)
+static void emu_faults_load_env(void)
 {
     const char *env = getenv("CANN_EMU_FAIL");
     if (!env || !*env) return;
@@ -74,6 +74,13 @@ EMU_HIDDEN void emu_faults_load_env(void)
 
 int emuInternalEnter(int symbol)
 {
+    /* CANN_EMU_FAIL is read once, at the first call of any CANN function, so it counts every call of the
+     * process (a fault on "aclInit:1" works too). */
+    static int env_loaded;
+    if (!env_loaded) {
+        env_loaded = 1;
+        emu_faults_load_env();
+    }
     emu_current_symbol = symbol;
     if (symbol < 0 || symbol >= EMU_SYM_COUNT) return 0;
     emu_calls[symbol]++;

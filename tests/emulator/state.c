@@ -118,8 +118,6 @@ const char *aclGetRecentErrMsg(void)
 static int g_initialized;
 static int g_finalized;
 
-EMU_HIDDEN void emu_faults_load_env(void); /* fault.c */
-
 int emuInternalRequireInit(void)
 {
     if (g_initialized) return 0;
@@ -143,16 +141,7 @@ static aclError init_locked(const char *configPath)
     return ACL_SUCCESS;
 }
 
-aclError aclInit(const char *configPath)
-{
-    emuInternalLock();
-    /* CANN_EMU_FAIL is read here, before aclInit's own fault check, so "aclInit:1" works too. */
-    if (!g_initialized) emu_faults_load_env();
-    int rc = emuInternalEnter(EMU_SYM_aclInit);
-    if (rc == 0) rc = init_locked(configPath);
-    emuInternalUnlock();
-    return rc;
-}
+aclError aclInit(const char *configPath) { EMU_CALL(aclInit, init_locked(configPath)); }
 
 static aclError finalize_locked(void)
 {
