@@ -59,7 +59,8 @@ def main(argv: list[str]) -> int:
     valid = rejected = 0
     mismatches: list[str] = []
     for case in load_cases():
-        call: list[Any] = [case.get(k) for k in ARRAYS] + [int(case["axis"]), int(case["quant_axis"]), str(case["reduce"])]
+        call: list[Any] = [case.get(k) for k in ARRAYS]
+        call += [int(case["axis"]), int(case["quant_axis"]), str(case["reduce"])]
         if "expected" in case:
             try:
                 got = quant_scatter(*call, backend=args.backend)
