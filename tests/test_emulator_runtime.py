@@ -118,17 +118,17 @@ def test_extent_must_lie_inside_one_live_block(rt: Rt) -> None:
     fails_with(c, c.rt.aclrtFree(byte + 1), RT_PARAM, "not its start")
     c.destroy_tensor(c.tensor([100], 2, p))  # exactly fits
     c.destroy_tensor(c.tensor([2, 30], 2, p, strides=[70, 1]))  # last element at 99
-    for kwargs, word in [
-        ({"shape": [101]}, "overruns"),
-        ({"shape": [50], "dtype": 6, "offset": 1}, "overruns"),  # int16: 51 elements = 102 bytes
-        ({"shape": [2, 30], "strides": [71, 1]}, "overruns"),
-        ({"shape": [50], "storage": [40]}, "storage"),
-        ({"shape": [4], "strides": [-1]}, "negative stride"),
-        ({"shape": [4], "offset": -1}, "negative"),
-    ]:
-        shape = kwargs.pop("shape")
+    bad: list[tuple[list[int], int, dict[str, Any], str]] = [
+        ([101], 2, {}, "overruns"),
+        ([50], 6, {"offset": 1}, "overruns"),  # int16: 51 elements = 102 bytes
+        ([2, 30], 2, {"strides": [71, 1]}, "overruns"),
+        ([50], 2, {"storage": [40]}, "storage"),
+        ([4], 2, {"strides": [-1]}, "negative stride"),
+        ([4], 2, {"offset": -1}, "negative"),
+    ]
+    for shape, dtype, kwargs, word in bad:
         with pytest.raises(CannError, match=word):
-            c.tensor(shape, kwargs.pop("dtype", 2), p, **kwargs)
+            c.tensor(shape, dtype, p, **kwargs)
     c.free(p)
 
 

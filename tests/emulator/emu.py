@@ -270,7 +270,7 @@ class Case:
     axis: int = -2
     quant_axis: int = -1
     reduce: str = "update"
-    expected: np.ndarray | None = None
+    expected: np.ndarray = field(default_factory=lambda: np.empty(0, np.int8))  # empty for invalid cases
     error: str | None = None
 
 
@@ -281,7 +281,7 @@ def load_case(path: Path | str) -> Case:
         dtypes = {n: ACL_DTYPES[str(d[f"{n}__dtype"])] for n in arrays}
         return Case(
             name=Path(path).stem, arrays=arrays, dtypes=dtypes, axis=int(d["axis"]), quant_axis=int(d["quant_axis"]),
-            reduce=str(d["reduce"]), expected=d["expected"].copy() if "expected" in d.files else None,
+            reduce=str(d["reduce"]), expected=d["expected"].copy() if "expected" in d.files else np.empty(0, np.int8),
             error=str(d["error"]) if "error" in d.files else None,
         )
 
@@ -348,6 +348,6 @@ class CaseRun:
     sync: int = -1
     workspace_size: int = 0
     message: str | None = None
-    self_out: np.ndarray | None = None
+    self_out: np.ndarray = field(default_factory=lambda: np.empty(0, np.int8))
     self_untouched: bool = False     # the whole self storage is as it was uploaded
     outside_untouched: bool = False  # nothing outside self's view changed
