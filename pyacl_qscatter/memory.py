@@ -16,14 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from . import _calls
+from . import _calls, runtime
 from .dtypes import ACL_DTYPE, dtype_name
 from .errors import CannOutOfMemoryError, InvalidDtypeError, InvalidValueError
-from .runtime import ARRAYS, Device, Stream, _activate, track
+from .runtime import ARRAYS, CACHES, Device, Stream, _activate, track
 
 __all__ = ["CachingAllocator", "DeviceArray", "allocator_for"]
 
 H2D, D2H, D2D = 1, 2, 3
+ACL_FORMAT_ND = 2
 _MIN_BLOCK = 512
 
 
@@ -127,7 +128,7 @@ def allocator_for(device_id: int) -> CachingAllocator:
         alloc = _allocators.get(device_id)
         if alloc is None:
             alloc = _allocators[device_id] = CachingAllocator(device_id)
-            track(ARRAYS, alloc, _drain, alloc)  # at exit: free what is cached before streams go away
+            track(CACHES, alloc, _drain, alloc)  # at exit: after arrays returned their blocks, before streams
         return alloc
 
 
@@ -189,6 +190,9 @@ class DeviceArray:
         self._owner = owner  # keeps the memory's owner (or the parent view) alive
         self._owns = False  # True for the array that allocated the block; views share its finalizer
         self._finalizer: weakref.finalize[Any, Any] | None = None
+        self._tensor: Any = None  # this array's aclTensor, made on first use and reused by every call
+        self._tensor_finalizer: weakref.finalize[Any, Any] | None = None
+        self._prepared: dict[Any, Any] = {}  # calls prepared with this array as self (see npu.py)
 
     # ------------------------------------------------------------------------------------ construction
 
@@ -298,7 +302,7 @@ class DeviceArray:
 
     @property
     def closed(self) -> bool:
-        """True once `close()` released an owned block."""
+        """True once `close()` released the block (of this array or of the array it views)."""
         return self._finalizer is not None and not self._finalizer.alive
 
     @property
@@ -377,19 +381,61 @@ class DeviceArray:
         np.copyto(out, result)
         return out
 
+    def copy_from(self, host: Any, *, stream: Stream | None = None) -> DeviceArray:
+        """Overwrite this contiguous array with a host array of the same shape and dtype; return self.
+        The copy is queued on ``stream`` (default: the device's package stream), after the work already
+        there, and has finished when this returns.
+
+        >>> d_updates.copy_from(next_rows)  # doctest: +SKIP
+        """
+        self._check_open()
+        data = np.ascontiguousarray(host)
+        if data.shape != self.shape or data.dtype != self.dtype or not self.is_contiguous:
+            raise InvalidValueError("host", "host", f"must have shape {self.shape} and dtype {dtype_name(self.dtype)}"
+                                    f" into a contiguous array, got {data.shape} {dtype_name(data.dtype)}")
+        s = self.device.stream if stream is None else stream
+        if data.nbytes:
+            self.device.activate()
+            _calls.memcpy_async(self.data_ptr, data.nbytes, _calls.buffer_address(data), data.nbytes, H2D, s.handle)
+            s.synchronize()  # the host buffer must outlive the copy
+        return self
+
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray[Any, Any]:
         host = self.to_numpy()
         return host if dtype is None else host.astype(dtype)
 
     # -------------------------------------------------------------------------------------- lifetime
 
+    def descriptor(self) -> Any:
+        """This array's ``aclTensor *`` (created on first use, destroyed by `close()` or collection).
+
+        >>> DeviceArray.zeros((2, 32), np.int8).descriptor()  # doctest: +SKIP
+        <cdata 'struct aclTensor *' 0x...>
+        """
+        if self._tensor is None:
+            self._check_open()
+            self._tensor = _calls.create_tensor(self.shape, ACL_DTYPE[self.dtype], self.strides, self.offset,
+                                                ACL_FORMAT_ND, (self.storage,), self.ptr)
+            self._tensor_finalizer = track(ARRAYS, self, _calls.destroy_tensor, self._tensor)
+        return self._tensor
+
     def close(self) -> None:
-        """Release the block this array allocated (idempotent; its views become unusable). Closing a view
-        or a `from_pointer` array only drops its reference to the owner."""
-        if self._owns and self._finalizer is not None:
-            self._finalizer()
-        elif self._block is None:
-            self._owner = None
+        """Release the block this array allocated and the descriptors and prepared calls that use it
+        (idempotent; its views become unusable). Closing a view or a `from_pointer` array releases only its
+        own descriptor and drops its reference to the owner."""
+        runtime.generation += 1  # prepared calls re-check that none of their arrays was closed
+        for entry in list(self._prepared.values()):
+            entry.close()
+        self._prepared.clear()
+        try:
+            if self._tensor_finalizer is not None:
+                fin, self._tensor_finalizer, self._tensor = self._tensor_finalizer, None, None
+                fin()
+        finally:  # the memory goes back even if CANN refused to destroy the descriptor
+            if self._owns and self._finalizer is not None:
+                self._finalizer()
+            elif self._block is None:
+                self._owner = None
 
     def __enter__(self) -> DeviceArray:
         return self

@@ -16,16 +16,15 @@ from typing import Any
 import numpy as np
 
 from . import _calls, _loader, reference
-from ._tensor import create_descriptor
+from ._prepared import Prepared
 from .contract import Plan, check_arguments, check_indices
 from .errors import CannError, InvalidValueError, QScatterError
-from .memory import D2D, D2H, Block, DeviceArray, allocator_for
+from .memory import D2D, D2H, DeviceArray
 from .runtime import Device, Stream, ensure_runtime
 
-__all__ = ["launch", "npu_status", "run_device", "run_host"]
+__all__ = ["copy_device", "launch", "npu_status", "run_device", "run_host"]
 
 Array = np.ndarray[Any, Any]
-REDUCTION_UPDATE = 1
 _status_lock = threading.Lock()
 _status_ok: str | None = None
 
@@ -55,70 +54,17 @@ def npu_status() -> tuple[bool, str]:
         return True, _status_ok
 
 
-def _release_executor(executor: Any) -> None:
-    """Free an executor that phase 2 never consumed (possible only where it can be made repeatable)."""
-    cann = _calls.bound()
-    if cann is not None and cann.caps.repeatable_executor:
-        _calls.set_executor_repeatable(executor)
-        _calls.destroy_executor(executor)
+def launch(plan: Plan, arrays: tuple[DeviceArray | None, ...], stream: Stream) -> None:
+    """Queue one checked call on ``stream`` and release what it prepared (its workspace goes back to the
+    stream's cache, where only later work on the same stream can reuse it).
 
-
-def launch(plan: Plan, self_: DeviceArray, indices: DeviceArray, updates: DeviceArray, scales: DeviceArray,
-           zero_points: DeviceArray | None, stream: Stream) -> None:
-    """Queue the checked op on ``stream``. Descriptors are destroyed before returning; the workspace goes
-    back to the stream's cache, where only later work on the same stream can reuse it.
-
-    >>> launch(plan, s, i, u, sc, None, Device(0).stream)  # doctest: +SKIP
+    >>> launch(plan, (s, i, u, sc, None), Device(0).stream)  # doctest: +SKIP
     """
-    cann = ensure_runtime()
-    stream.device.activate()
-    arrays = [self_, indices, updates, scales] + ([] if zero_points is None else [zero_points])
-    for arr in arrays:
-        if arr.block is not None:
-            arr.block.streams.add(stream.handle)
-    use_v2 = plan.product.v2 and cann.caps.v2
-    tensors: list[Any] = []
-    workspace: Block | None = None
+    call = Prepared(plan, arrays, stream, reuse=False)
     try:
-        for arr in arrays:
-            tensors.append(create_descriptor(arr))
-        zp = tensors[4] if zero_points is not None else None
-        if use_v2:
-            size, executor = _calls.quant_scatter_v2_get_workspace_size(
-                tensors[0], tensors[1], tensors[2], tensors[3], zp, plan.axis, plan.quant_axis, REDUCTION_UPDATE,
-                "rint")
-        else:
-            size, executor = _calls.quant_scatter_get_workspace_size(
-                tensors[0], tensors[1], tensors[2], tensors[3], zp, plan.axis, plan.quant_axis, REDUCTION_UPDATE)
-        try:
-            if size:
-                workspace = allocator_for(stream.device.id).alloc(size, stream.handle)
-        except BaseException:
-            _release_executor(executor)
-            raise
-        run = _calls.quant_scatter_v2 if use_v2 else _calls.quant_scatter
-        try:
-            run(workspace.ptr if workspace is not None else 0, size, executor, stream.handle)
-        except CannError:
-            # A refused launch leaves the executor unconsumed (verify on hardware: CANN does not document it)
-            _release_executor(executor)
-            raise
+        call.run()
     finally:
-        if workspace is not None:
-            allocator_for(stream.device.id).release(workspace)
-        _destroy_all(tensors)
-
-
-def _destroy_all(tensors: list[Any]) -> None:
-    """Destroy every descriptor even if one destroy fails; then raise the first failure."""
-    failure: CannError | None = None
-    for tensor in tensors:
-        try:
-            _calls.destroy_tensor(tensor)
-        except CannError as exc:
-            failure = failure or exc
-    if failure is not None:
-        raise failure
+        call.close()
 
 
 class _Staging:
@@ -142,8 +88,15 @@ class _Staging:
         return arr
 
     def close(self) -> None:
+        """Close every staged array even if one fails (a descriptor CANN would not destroy); then raise."""
+        failure: CannError | None = None
         for arr in self.arrays:
-            arr.close()
+            try:
+                arr.close()
+            except CannError as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
 
 def run_host(self_: Array, indices: Array, updates: Array, scales: Array, zero_points: Array | None,
@@ -169,7 +122,7 @@ def run_host(self_: Array, indices: Array, updates: Array, scales: Array, zero_p
         d_zp = staging.upload(host[2]) if zero_points is not None else None
         compact_plan = check_arguments(compact, d_idx, d_upd, d_sc, d_zp, plan.axis, plan.quant_axis, reduce,
                                        dev.product)
-        launch(compact_plan, compact, d_idx, d_upd, d_sc, d_zp, stream)
+        launch(compact_plan, (compact, d_idx, d_upd, d_sc, d_zp), stream)
         quantized = np.empty(plan.updates_shape, np.int8)
         _calls.memcpy_async(_calls.buffer_address(quantized, writable=True), quantized.nbytes, compact.ptr,
                             quantized.nbytes, D2H, stream.handle)
@@ -192,36 +145,80 @@ def _to_device(value: Any, staging: _Staging) -> DeviceArray:
     return value if isinstance(value, DeviceArray) else staging.upload(np.ascontiguousarray(value))
 
 
+MAX_PREPARED = 8  # prepared calls kept per self; the oldest is released beyond this
+
+
+def prepared_key(indices: Any, updates: Any, scales: Any, zero_points: Any, axis: int, quant_axis: int,
+                 reduce: str, stream: Stream | None) -> tuple[Any, ...]:
+    """The key of a prepared call in ``self._prepared`` (api.py builds the same tuple inline).
+
+    >>> len(prepared_key(1, 2, 3, None, -2, -1, "update", None))
+    8
+    """
+    return (id(indices), id(updates), id(scales), id(zero_points), axis, quant_axis, reduce, id(stream))
+
+
 def run_device(self_: DeviceArray, indices: Any, updates: Any, scales: Any, zero_points: Any, axis: int,
-               quant_axis: int, reduce: str, stream: Stream | None, check_index_values: bool) -> None:
+               quant_axis: int, reduce: str, stream: Stream | None, check_index_values: bool,
+               prepare: bool = True) -> None:
     """The device-resident in-place call: queued on ``stream`` and returns without waiting.
 
-    Host (NumPy) inputs are copied in first, which waits for the stream. Index values on the device are
-    checked through a small copy to the host (which also waits) unless ``check_index_values`` is False.
+    Calls whose inputs are all device arrays are prepared once per (arrays, axes, stream) and then reuse
+    their descriptors, workspace and (where CANN allows) executor; ``prepare=False`` (a one-off self, as in
+    an out-of-place call) runs once without keeping anything. Host (NumPy) inputs are copied in first,
+    which waits for the stream. Index values on the device are checked through a small copy to the host
+    (which also waits) unless ``check_index_values`` is False.
 
     >>> run_device(d_cache, d_idx, d_upd, d_sc, None, -2, -1, "update", stream, True)  # doctest: +SKIP
     """
+    s = self_.device.stream if stream is None else stream
+    arrays = (self_, indices, updates, scales, zero_points)
+    key = prepared_key(indices, updates, scales, zero_points, axis, quant_axis, reduce, stream)
+    call = self_._prepared.get(key)
+    if call is not None and call.valid():
+        if check_index_values:
+            check_indices(call.plan, indices.to_numpy(stream=s))
+        call.run()
+        return
+    _run_device_slow(self_, arrays, key if prepare else None, axis, quant_axis, reduce, s, check_index_values)
+
+
+def _run_device_slow(self_: DeviceArray, arrays: tuple[Any, ...], key: tuple[Any, ...] | None, axis: int,
+                     quant_axis: int, reduce: str, s: Stream, check_index_values: bool) -> None:
     dev = self_.device
-    s = dev.stream if stream is None else stream
+    self_._check_open()
     if s.device is not dev:
         raise InvalidValueError("stream", "stream", f"belongs to device {s.device.id}, self to device {dev.id}")
-    for name, value in (("indices", indices), ("updates", updates), ("quant_scales", scales),
-                        ("quant_zero_points", zero_points)):
-        if isinstance(value, DeviceArray) and value.device is not dev:
-            raise InvalidValueError("device", name, f"is on device {value.device.id}, self on device {dev.id}")
+    names = ("self", "indices", "updates", "quant_scales", "quant_zero_points")
+    for name, value in zip(names[1:], arrays[1:], strict=True):
+        if isinstance(value, DeviceArray):
+            value._check_open()
+            if value.device is not dev:
+                raise InvalidValueError("device", name, f"is on device {value.device.id}, self on device {dev.id}")
     dev.activate()
     staging = _Staging(dev, s)
     try:
-        d_idx, d_upd, d_sc = (_to_device(v, staging) for v in (indices, updates, scales))
-        d_zp = None if zero_points is None else _to_device(zero_points, staging)
+        d_idx, d_upd, d_sc = (_to_device(v, staging) for v in arrays[1:4])
+        d_zp = None if arrays[4] is None else _to_device(arrays[4], staging)
         if staging.arrays:
             s.synchronize()  # host buffers must outlive their copies
         plan = check_arguments(self_, d_idx, d_upd, d_sc, d_zp, axis, quant_axis, reduce, dev.product)
         if check_index_values:
-            host_idx = indices if not isinstance(indices, DeviceArray) else indices.to_numpy(stream=s)
+            indices = arrays[1]
+            host_idx = indices.to_numpy(stream=s) if isinstance(indices, DeviceArray) else indices
             check_indices(plan, np.asarray(host_idx))
-        if not plan.empty:
-            launch(plan, self_, d_idx, d_upd, d_sc, d_zp, s)
+        if plan.empty:
+            return
+        prepared = (self_, d_idx, d_upd, d_sc, d_zp)
+        if staging.arrays or key is None:
+            launch(plan, prepared, s)
+            return
+        call = Prepared(plan, prepared, s, reuse=True)
+        cache = self_._prepared
+        if len(cache) >= MAX_PREPARED:
+            cache.pop(next(iter(cache))).close()
+        cache[key] = call
+        call.run()
     finally:
         staging.close()
 

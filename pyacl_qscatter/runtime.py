@@ -29,10 +29,13 @@ _tls = threading.local()
 _initialised = False
 _we_called_init = False
 _device_sets: list[int] = []  # one entry per aclrtSetDevice we made, each paired with a reset at exit
-# Finalizers of live owned resources, by teardown order (arrays first, streams last).
-_live: tuple[dict[int, weakref.finalize[Any, Any]], ...] = ({}, {}, {})
+# Finalizers of live owned resources, in teardown order: executors, arrays and their descriptors, the
+# allocators' caches, events, streams.
+_live: tuple[dict[int, weakref.finalize[Any, Any]], ...] = ({}, {}, {}, {}, {})
 _keys = itertools.count()
-ARRAYS, EVENTS, STREAMS = 0, 1, 2
+# Bumped whenever a stream or device array is closed: prepared calls then re-check what they hold.
+generation = 0
+EXECUTORS, ARRAYS, CACHES, EVENTS, STREAMS = 0, 1, 2, 3, 4
 
 
 def ensure_runtime() -> _loader.Cann:
@@ -240,6 +243,7 @@ class Stream:
         self.device = dev
         self.handle = _calls.create_stream()
         self.owned = True
+        self._closed = False
         self._owner: object = None
         self._finalizer: weakref.finalize[Any, Any] | None = track(STREAMS, self, _destroy_stream, self.handle,
                                                                    dev.id)
@@ -254,6 +258,7 @@ class Stream:
         self.device = Device.current() if device is None else Device(device)
         self.handle = int(handle)
         self.owned = False
+        self._closed = False
         self._owner = owner
         self._finalizer = None
         return self
@@ -271,6 +276,9 @@ class Stream:
 
     def close(self) -> None:
         """Synchronise and destroy an owned stream (idempotent); a wrapped stream is only forgotten."""
+        global generation
+        generation += 1
+        self._closed = True
         if self._finalizer is not None:
             fin, self._finalizer = self._finalizer, None
             fin()
@@ -278,8 +286,8 @@ class Stream:
 
     @property
     def closed(self) -> bool:
-        """True once `close()` has run on an owned stream."""
-        return self.owned and self._finalizer is None
+        """True once `close()` has run."""
+        return self._closed
 
     def __enter__(self) -> Stream:
         return self

@@ -12,7 +12,15 @@ import ml_dtypes
 import numpy as np
 
 from .. import reference
+from ..backends import backend_status
 from ..contract import check_arguments, check_indices
+
+GOALS = {
+    "overhead_ratio": "host time of a steady-state device call / the same C calls made raw (goal <= 2.0)",
+    "mallocs_per_call": "aclrtMalloc calls per steady-state call (goal 0)",
+    "transfer_ratio": "bytes moved by a NumPy in-place call at the seed's shape / the minimum (goal <= 1.2)",
+    "cpu_memcpy_ratio": "NumPy copy time of the updates' bytes / reference quantize time (goal >= 0.15)",
+}
 
 
 def best_of(fn: Callable[[], object], repeat: int) -> float:
@@ -67,16 +75,26 @@ def main(argv: list[str]) -> int:
     0
     """
     parser = argparse.ArgumentParser(prog="python -m pyacl_qscatter bench")
-    parser.add_argument("--backend", choices=["cpu"], default="cpu")
-    parser.add_argument("--repeat", type=int, default=10, help="runs per figure; the best is kept")
+    parser.add_argument("--backend", choices=["cpu", "npu", "all"], default=None,
+                        help="default: all when the npu backend is available, else cpu")
+    parser.add_argument("--repeat", type=int, default=10, help="runs per cpu figure; the best is kept")
+    parser.add_argument("--calls", type=int, default=1000, help="calls per npu figure")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    figures: dict[str, Any] = {"backend": args.backend}
-    figures.update(cpu_figures(args.repeat))
+    backend = args.backend or ("all" if backend_status("npu")[0] else "cpu")
+    figures: dict[str, Any] = {"backend": backend}
+    if backend in ("npu", "all"):
+        from .bench_npu import npu_figures  # loads CANN
+
+        figures.update(npu_figures(args.calls))
+    if backend in ("cpu", "all"):
+        figures.update(cpu_figures(args.repeat))
     if args.json:
         print(json.dumps(figures))
         return 0
     for key, value in figures.items():
         print(f"{key:24} {value:.4g}" if isinstance(value, float) else f"{key:24} {value}")
-    print("cpu_memcpy_ratio = NumPy copy time of the updates' bytes / reference quantize time (goal >= 0.15)")
+    for key, text in GOALS.items():
+        if key in figures:
+            print(f"{key}: {text}")
     return 0

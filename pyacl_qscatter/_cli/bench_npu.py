@@ -1,0 +1,169 @@
+"""The device figures of ``python -m pyacl_qscatter bench``: host overhead against the raw C calls, C calls,
+allocations and descriptors per call, bytes moved by a NumPy call, device time from events.
+
+Counts of C calls, allocations and bytes come from the toolkit's introspection counters (``emuGetStat``,
+exported by the test emulator of CANN) when the loaded runtime has them; a real toolkit does not, and
+those figures are then reported as None with the reason.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import time
+from collections.abc import Callable
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+
+from .. import _calls, _loader
+from ..api import quant_scatter_
+from ..memory import DeviceArray
+from ..runtime import Device, Event, Stream
+from .seed import seed_inputs
+
+DECODE = {"batch": 24, "seq": 4096, "dim": 1024}
+
+
+class Counters:
+    """The loaded runtime's ``emuGetStat`` counters, if it exports them (None otherwise)."""
+
+    def __init__(self, cann: _loader.Cann) -> None:
+        lib = ctypes.CDLL(cann.paths["rt"])
+        self._get = getattr(lib, "emuGetStat", None)
+        if self._get is not None:
+            self._get.restype = ctypes.c_int64
+            self._get.argtypes = [ctypes.c_char_p]
+        self.symbols = sorted(cann.functions)
+
+    @property
+    def available(self) -> bool:
+        return self._get is not None
+
+    def stat(self, name: str) -> int:
+        assert self._get is not None
+        return int(self._get(name.encode()))
+
+    def snapshot(self) -> dict[str, int]:
+        names = ["bytes_h2d", "bytes_d2h"] + [f"calls:{s}" for s in self.symbols]
+        return {n: self.stat(n) for n in names}
+
+
+def _interleaved_best(ours: Callable[[], None], floor: Callable[[], None], calls: int, rounds: int,
+                      sync: Callable[[], None]) -> tuple[float, float]:
+    """Best per-call host time of each, measured in alternating rounds so both see the same machine."""
+    best = [float("inf"), float("inf")]
+    for _ in range(rounds):
+        for i, fn in enumerate((ours, floor)):
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            best[i] = min(best[i], (time.perf_counter() - start) / calls)
+            sync()
+    return best[0], best[1]
+
+
+def npu_figures(calls: int = 1000, rounds: int = 5) -> dict[str, Any]:
+    """Measure the device figures on the current device (loads CANN).
+
+    >>> npu_figures(100)["overhead_ratio"] > 0  # doctest: +SKIP
+    True
+    """
+    cann = _calls.bind()
+    counters = Counters(cann)
+    dev = Device.current()
+    rng = np.random.default_rng(0)
+    b, seq, dim = DECODE["batch"], DECODE["seq"], DECODE["dim"]
+    figures: dict[str, Any] = {"npu_soc": dev.soc_name, "npu_toolkit": cann.home,
+                               "decode_shape": f"self [{b}, {seq}, {dim}] int8 on the device, updates [{b}, 1, "
+                                               f"{dim}] bf16, 1-D indices"}
+    with Stream(dev) as stream:
+        arrays = [DeviceArray.zeros((b, seq, dim), np.int8, stream=stream),
+                  DeviceArray.from_numpy(rng.permutation(seq)[:b].astype(np.int32), stream=stream),
+                  DeviceArray.from_numpy(rng.uniform(1, 2, (b, 1, dim)).astype(ml_dtypes.bfloat16), stream=stream),
+                  DeviceArray.from_numpy(rng.uniform(0.1, 1, dim).astype(ml_dtypes.bfloat16), stream=stream),
+                  DeviceArray.from_numpy(rng.uniform(0, 1, dim).astype(ml_dtypes.bfloat16), stream=stream)]
+        try:
+            figures.update(_overhead(arrays, stream, calls, rounds, counters))
+        finally:
+            stream.synchronize()
+            for arr in arrays:
+                arr.close()
+    figures.update(_transfer(counters))
+    return figures
+
+
+def _overhead(arrays: list[DeviceArray], stream: Stream, calls: int, rounds: int,
+              counters: Counters) -> dict[str, Any]:
+    d_self, d_idx, d_upd, d_sc, d_zp = arrays
+
+    def ours() -> None:
+        quant_scatter_(d_self, d_idx, d_upd, d_sc, d_zp, stream=stream, check_indices=False)
+
+    for _ in range(10):  # reach the steady state: prepared call, cached blocks
+        ours()
+    stream.synchronize()
+    before = counters.snapshot() if counters.available else {}
+    start, end = Event(stream.device), Event(stream.device)
+    start.record(stream)
+    for _ in range(calls):
+        ours()
+    end.record(stream)
+    end.synchronize()
+    figures: dict[str, Any] = {"device_us_per_call": start.elapsed_ms(end) * 1e3 / calls}
+    start.close()
+    end.close()
+    if counters.available:
+        after = counters.snapshot()
+        per = {k: (after[k] - before[k]) / calls for k in after}
+        figures["mallocs_per_call"] = per["calls:aclrtMalloc"]
+        figures["descriptors_per_call"] = per["calls:aclCreateTensor"]
+        figures["c_calls_per_call"] = sum(v for k, v in per.items() if k.startswith("calls:"))
+    else:
+        figures.update(mallocs_per_call=None, descriptors_per_call=None, c_calls_per_call=None,
+                       counters="the toolkit exports no introspection counters (a real CANN)")
+    floor, what = _floor(d_self, stream)
+    t_ours, t_floor = _interleaved_best(ours, floor, calls, rounds, stream.synchronize)
+    figures.update(overhead_us=t_ours * 1e6, floor_us=t_floor * 1e6, overhead_ratio=t_ours / t_floor,
+                   floor_calls=what)
+    return figures
+
+
+def _floor(d_self: DeviceArray, stream: Stream) -> tuple[Callable[[], None], str]:
+    """The C calls a steady-state call makes, made straight through the generated ffi with the prepared
+    descriptors, workspace and executor: phase 2 alone when the call holds a repeatable executor."""
+    (call,) = d_self._prepared.values()
+    fns = _calls.bound().functions  # type: ignore[union-attr]
+    ffi = _calls.bound().ffi  # type: ignore[union-attr]
+    ws = ffi.cast("void *", call._workspace.ptr if call._workspace is not None else 0)
+    size, s = call._size, ffi.cast("void *", stream.handle)
+    phase2 = fns["aclnnInplaceQuantScatter"]
+    if call._executor is not None:
+        executor = call._executor
+
+        def floor() -> None:
+            phase2(ws, size, executor, s)
+
+        return floor, "aclnnInplaceQuantScatter (repeatable executor)"
+    phase1 = fns["aclnnInplaceQuantScatterGetWorkspaceSize"]
+    t, p = call._tensors, call.plan
+    out_size, out_exec = ffi.new("uint64_t *"), ffi.new("aclOpExecutor **")
+
+    def floor_two_phase() -> None:
+        phase1(t[0], t[1], t[2], t[3], t[4], p.axis, p.quant_axis, 1, out_size, out_exec)
+        phase2(ws, out_size[0], out_exec[0], s)
+
+    return floor_two_phase, "aclnnInplaceQuantScatterGetWorkspaceSize + aclnnInplaceQuantScatter"
+
+
+def _transfer(counters: Counters) -> dict[str, Any]:
+    x = seed_inputs()
+    minimum = sum(x[k].nbytes for k in ("indices", "updates", "quant_scales", "quant_zero_points"))
+    minimum += x["updates"].size  # the written int8 blocks come back
+    if not counters.available:
+        return {"transfer_ratio": None, "transfer_min_bytes": minimum}
+    before = counters.snapshot()
+    quant_scatter_(x["self"], x["indices"], x["updates"], x["quant_scales"], x["quant_zero_points"], backend="npu")
+    after = counters.snapshot()
+    moved = after["bytes_h2d"] - before["bytes_h2d"] + after["bytes_d2h"] - before["bytes_d2h"]
+    return {"transfer_ratio": moved / minimum, "transfer_bytes": moved, "transfer_min_bytes": minimum}
