@@ -11,6 +11,9 @@ Importing the package loads no CANN library: the first device use does.
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .api import npu_quant_scatter, npu_quant_scatter_, quant_scatter, quant_scatter_
 from .backends import active_backend, backend_status
 from .contract import PRODUCTS, Product
@@ -24,7 +27,30 @@ from .errors import (
     QScatterError,
 )
 
+if TYPE_CHECKING:
+    from .memory import DeviceArray, allocator_for
+    from .runtime import Device, Event, Stream
+
 __version__ = "0.1.0"
+
+# The device layer is imported on first access, so that ``import pyacl_qscatter`` stays light.
+_LAZY = {"DeviceArray": "memory", "allocator_for": "memory", "Device": "runtime", "Event": "runtime",
+         "Stream": "runtime"}
+
+
+def __getattr__(name: str) -> Any:
+    """Resolve the device classes lazily (PEP 562).
+
+    >>> import pyacl_qscatter
+    >>> pyacl_qscatter.DeviceArray.__name__
+    'DeviceArray'
+    """
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pyacl_qscatter' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "PRODUCTS",
@@ -32,12 +58,17 @@ __all__ = [
     "CannError",
     "CannNotFoundError",
     "ContractError",
+    "Device",
+    "DeviceArray",
+    "Event",
     "InvalidDtypeError",
     "InvalidValueError",
     "Product",
     "QScatterError",
+    "Stream",
     "__version__",
     "active_backend",
+    "allocator_for",
     "backend_status",
     "npu_quant_scatter",
     "npu_quant_scatter_",
