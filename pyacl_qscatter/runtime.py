@@ -29,9 +29,10 @@ _tls = threading.local()
 _initialised = False
 _we_called_init = False
 _device_sets: list[int] = []  # one entry per aclrtSetDevice we made, each paired with a reset at exit
-# Finalizers of live owned resources, in teardown order: executors, arrays and their descriptors, the
-# allocators' caches, events, streams.
-_live: tuple[dict[int, weakref.finalize[Any, Any]], ...] = ({}, {}, {}, {}, {})
+# Live owned resources, in teardown order: executors, arrays and their descriptors, the allocators' caches,
+# events, streams. Each entry is (finalizer, release, args); the entry is removed when release runs.
+_Entry = tuple["weakref.finalize[Any, Any]", Callable[..., None], tuple[Any, ...]]
+_live: tuple[dict[int, _Entry], ...] = ({}, {}, {}, {}, {})
 _keys = itertools.count()
 # Bumped whenever a stream or device array is closed: prepared calls then re-check what they hold.
 generation = 0
@@ -65,25 +66,33 @@ def ensure_runtime() -> _loader.Cann:
 def track(kind: int, obj: object, release: Callable[..., None], *args: Any) -> weakref.finalize[Any, Any]:
     """Register ``release(*args)`` to run once: when ``obj`` is collected, closed, or at exit (``kind`` order)."""
     key = next(_keys)
-    fin = weakref.finalize(obj, _run_release, kind, key, release, *args)
+    fin = weakref.finalize(obj, _run_release, kind, key)
     fin.atexit = False  # our own teardown runs them, in order, before the runtime goes away
-    _live[kind][key] = fin
+    _live[kind][key] = (fin, release, args)
     return fin
 
 
-def _run_release(kind: int, key: int, release: Callable[..., None], *args: Any) -> None:
-    _live[kind].pop(key, None)
-    release(*args)
+def _run_release(kind: int, key: int) -> None:
+    entry = _live[kind].pop(key, None)
+    if entry is not None:
+        entry[1](*entry[2])
 
 
 def _teardown() -> None:
     global _initialised
     with _lock:
+        # The releases are called here directly, not through their finalizers: weakref.finalize's own exit
+        # hook makes every finalizer a no-op once it has run, and it runs first when it was registered after
+        # this function (the first finalizer of the process is often created after aclInit).
         for group in _live:
-            for fin in list(group.values()):
+            for key in list(group):
+                entry = group.pop(key, None)
+                if entry is None:
+                    continue
+                fin, release, args = entry
+                fin.detach()
                 with contextlib.suppress(CannError):  # exiting: keep releasing the rest, nobody to report to
-                    fin()
-            group.clear()
+                    release(*args)
         while _device_sets:
             device_id = _device_sets.pop()
             try:
