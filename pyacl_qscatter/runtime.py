@@ -190,10 +190,21 @@ class Device:
 
     @property
     def soc_name(self) -> str:
-        """The SoC name CANN reports (``aclrtGetSocName``), or "" when the toolkit lacks the call."""
+        """The SoC name CANN reports (``aclrtGetSocName``), or "" when the toolkit lacks the call or the query
+        failed (a failed query is asked again next time, so one failure does not fix the product's rules for
+        the rest of the process)."""
         if self._soc is None:
             self.activate()
-            self._soc = _calls.get_soc_name() or ""
+            try:
+                name = _calls.get_soc_name()
+            except CannError as exc:
+                if exc.code != _calls.ACL_ERROR_API_NOT_SUPPORT:
+                    raise
+                name = ""  # a toolkit without aclrtGetSocName: the A2 rules, for good
+            if name is None:  # CANN returned NULL; its message must not stick to this thread's next failure
+                _calls.recent_error_message()
+                return ""
+            self._soc = name
         return self._soc
 
     @property
