@@ -43,11 +43,27 @@ def _device_call(self: Any, indices: Any, updates: Any, quant_scales: Any, quant
                  check_indices: bool) -> DeviceArray:
     """Device-resident call: no dtype conversion (inputs must already have CANN's dtypes)."""
     from . import npu
+    from .runtime import Stream
 
     if backend not in (None, "npu"):
         raise InvalidValueError("backend", "backend", f"device arrays run on backend 'npu', got {backend!r}")
     if not _is_device(self):
         raise InvalidDtypeError("self_type", "self", "must be a DeviceArray when other inputs are device arrays")
+    if stream is not None and not isinstance(stream, Stream):
+        raise InvalidDtypeError("stream", "stream", f"must be a pyacl_qscatter.Stream or None, got "
+                                f"{type(stream).__name__}")
+    for name, value in (("axis", axis), ("quant_axis", quant_axis), ("reduce", reduce)):
+        try:
+            hash(value)  # prepared calls are looked up by these
+        except TypeError:
+            want = "the str 'update'" if name == "reduce" else "an int"
+            raise InvalidDtypeError(name, name, f"must be {want}, got {type(value).__name__}") from None
+    # Host inputs are copied to the device asynchronously: the arrays the copies read are held here, in this
+    # frame, until the call has returned (the device path waits for those copies before it returns).
+    indices, updates, quant_scales = (_device_operand(v, n) for v, n in (
+        (indices, "indices"), (updates, "updates"), (quant_scales, "quant_scales")))
+    if quant_zero_points is not None:
+        quant_zero_points = _device_operand(quant_zero_points, "quant_zero_points")
     target = self if inplace else npu.copy_device(self, stream)
     try:
         npu.run_device(target, indices, updates, quant_scales, quant_zero_points, axis, quant_axis, reduce, stream,
@@ -57,6 +73,19 @@ def _device_call(self: Any, indices: Any, updates: Any, quant_scales: Any, quant
             target.close()
         raise
     return target
+
+
+def _device_operand(value: object, param: str) -> Any:
+    """A device array as it is; anything else as a C-contiguous NumPy array (no dtype conversion)."""
+    if _is_device(value):
+        return value
+    if value is None:
+        raise InvalidDtypeError(param, param, "is required, got None")
+    try:
+        return np.ascontiguousarray(value)
+    except (TypeError, ValueError) as exc:  # ragged nested lists and the like (kinds as in _convert)
+        kind = "indices_2d_shape" if param == "indices" else param
+        raise InvalidValueError(kind, param, f"is not a rectangular array of numbers ({exc})") from None
 
 
 def _no_stream(stream: object) -> None:
@@ -118,8 +147,11 @@ def quant_scatter_(
     """
     if not check_indices and backend is None and type(self).__name__ == "DeviceArray":
         # Steady state of a device-resident call: the same arrays as a prepared call (see npu.prepared_key).
-        call = cast(Any, self)._prepared.get((id(indices), id(updates), id(quant_scales), id(quant_zero_points),
-                                              axis, quant_axis, reduce, id(stream)))
+        try:
+            call = cast(Any, self)._prepared.get((id(indices), id(updates), id(quant_scales), id(quant_zero_points),
+                                                  axis, quant_axis, reduce, id(stream)))
+        except TypeError:  # an unhashable axis, quant_axis or reduce: the checked path reports it
+            call = None
         if call is not None and call.valid():
             call.run()
             return self
