@@ -69,7 +69,8 @@ def _convert(value: object, param: str, target: np.dtype[Any], strict: bool) -> 
                                     f"{arr.max()}]")
     elif target == BFLOAT16 and arr.dtype.kind in "iu":
         arr = arr.astype(np.float64)  # exact for the ints that survive bf16 rounding anyway
-    return arr.astype(target)
+    with np.errstate(over="ignore"):  # beyond the target's range is +-inf, which the contract defines
+        return arr.astype(target)
 
 
 def _indices(value: object, strict: bool) -> Array:

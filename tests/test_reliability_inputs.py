@@ -5,6 +5,7 @@ Each asserts the contract's result or the package's own exception; the device on
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import ml_dtypes
@@ -119,3 +120,21 @@ def test_ragged_and_missing_host_operands_on_device(dev: Device, name: str, valu
     with pytest.raises((InvalidValueError, InvalidDtypeError)) as info:  # the same rule on the NumPy path
         qs.quant_scatter_(cache.copy(), backend="cpu", **args)
     assert info.value.kind == kind
+
+
+@pytest.mark.parametrize("backend", ["cpu", pytest.param("npu", marks=pytest.mark.emulator)])
+def test_float64_beyond_the_target_range_converts_quietly(backend: str, request: pytest.FixtureRequest) -> None:
+    # Conversion to bfloat16/float32 overflows to +-inf, which the contract defines; NumPy's overflow warning
+    # used to escape (an exception under -W error).
+    if backend == "npu":
+        request.getfixturevalue("dev")
+    cache = np.zeros((1, 2, 32), np.int8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        big = qs.quant_scatter(cache, [0], np.full((1, 1, 32), 1e300), np.full(32, 1.0), backend=backend)
+        tiny = qs.quant_scatter(cache, [1], np.full((1, 1, 32), -5.0), np.full(32, 1e300), backend=backend)
+        fp16 = qs.quant_scatter(cache, [0], np.full((1, 1, 32), 3.0, np.float16), np.full(32, -1e300),
+                                np.zeros(32), backend=backend)
+    assert big[0, 0].tolist() == [127] * 32
+    assert tiny[0, 1].tolist() == [0] * 32  # -5 / inf = -0
+    assert fp16[0, 0].tolist() == [0] * 32
