@@ -11,11 +11,11 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from . import _calls, runtime
+from . import _calls
 from .contract import Plan
-from .errors import CannError
+from .errors import CannError, InvalidValueError
 from .memory import Block, DeviceArray, allocator_for
-from .runtime import ARRAYS, EXECUTORS, Stream, _activate, ensure_runtime, track
+from .runtime import ARRAYS, EXECUTORS, Stream, _activate, ensure_current, ensure_runtime, track
 
 __all__ = ["Prepared"]
 
@@ -50,13 +50,10 @@ class Prepared:
         # The inputs only: a cached call lives in self._prepared, so holding self would make a cycle.
         self.arrays = arrays[1:]
         self.stream = stream
-        self.generation = runtime.generation
+        self.dead = False  # set first thing by close(): a dead call never launches again
         self.reuse = reuse and cann.caps.repeatable_executor
         self._v2 = plan.product.v2 and cann.caps.v2
-        self._tensors = tuple(None if a is None else a.descriptor() for a in arrays)
-        for arr in arrays:
-            if arr is not None and arr.block is not None:
-                arr.block.streams.add(stream.handle)
+        self.device_id = stream.device.id
         self._workspace: Block | None = None
         self._workspace_finalizer: Any = None
         self._size = 0
@@ -64,16 +61,23 @@ class Prepared:
         self._launch_args: tuple[Any, ...] = ()
         self._executor_finalizer: Any = None
         self._lock = threading.Lock()
+        if stream.closed:
+            raise InvalidValueError("closed", "stream", "is closed")
+        self._tensors = tuple(None if a is None else a.descriptor() for a in arrays)
+        for arr in arrays:
+            if arr is not None:
+                arr._calls.add(self)  # closing the array (or its allocation) closes this call first
+                if arr.block is not None:
+                    arr.block.use_on(stream.handle)
+        stream._calls.add(self)
 
     def valid(self) -> bool:
-        """True unless one of the arrays or the stream was closed since this call was prepared (the cache
-        key holds the arguments' ids, and this object holds the arguments, so the ids stay theirs)."""
-        if self.generation == runtime.generation:
-            return True
-        if self.stream.closed or any(a is not None and a.closed for a in self.arrays):
-            return False
-        self.generation = runtime.generation
-        return True
+        """False once closed (one of its arrays or its stream was closed, or it was evicted).
+
+        >>> call.valid()  # doctest: +SKIP
+        True
+        """
+        return not self.dead
 
     def _phase1(self) -> tuple[int, Any]:
         t, p = self._tensors, self.plan
@@ -91,12 +95,18 @@ class Prepared:
             _calls.quant_scatter(ws, self._size, executor, self.stream.handle)
 
     def run(self) -> None:
-        """Queue the op on the stream (phase 2 only when a repeatable executor is held)."""
+        """Queue the op on the stream (phase 2 only when a repeatable executor is held).
+
+        >>> call.run()  # doctest: +SKIP
+        """
         with self._lock:
+            if self.dead:
+                raise InvalidValueError("closed", "self", "this prepared call was released: an array or the "
+                                        "stream it used was closed")
+            ensure_current(self.device_id)
             if self._executor is not None:
                 (_calls.quant_scatter_v2 if self._v2 else _calls.quant_scatter)(*self._launch_args)
                 return
-            _activate(self.stream.device.id)
             size, executor = self._phase1()
             try:
                 self._ensure_workspace(size)
@@ -149,7 +159,14 @@ class Prepared:
         self._executor = self._executor_finalizer = None
 
     def close(self) -> None:
-        """Destroy the executor (after the stream finished with it) and release the workspace."""
+        """Mark the call dead, then destroy the executor (after the stream finished with it) and release the
+        workspace (idempotent).
+
+        >>> call.close()  # doctest: +SKIP
+        """
+        self.dead = True
         with self._lock:
-            self._drop_executor()
-            self._release_workspace()
+            try:
+                self._drop_executor()
+            finally:
+                self._release_workspace()

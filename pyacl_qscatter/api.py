@@ -145,7 +145,8 @@ def quant_scatter_(
     >>> out is cache, cache[0, 3, 0], cache[1, 0, 0]
     (True, np.int8(3), np.int8(3))
     """
-    if not check_indices and backend is None and type(self).__name__ == "DeviceArray":
+    if (not check_indices and backend is None and type(self).__name__ == "DeviceArray" and type(axis) is int
+            and type(quant_axis) is int):
         # Steady state of a device-resident call: the same arrays as a prepared call (see npu.prepared_key).
         try:
             call = cast(Any, self)._prepared.get((id(indices), id(updates), id(quant_scales), id(quant_zero_points),

@@ -9,17 +9,20 @@ synchronisation).
 
 from __future__ import annotations
 
+import contextlib
+import math
 import threading
 import weakref
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from . import _calls, runtime
+from . import _calls
 from .dtypes import ACL_DTYPE, dtype_name
-from .errors import CannOutOfMemoryError, InvalidDtypeError, InvalidValueError
-from .runtime import ARRAYS, CACHES, Device, Stream, _activate, track
+from .errors import CannError, CannOutOfMemoryError, InvalidDtypeError, InvalidValueError
+from .runtime import ARRAYS, CACHES, Device, Stream, _activate, close_all, is_open_stream, track
 
 __all__ = ["CachingAllocator", "DeviceArray", "allocator_for"]
 
@@ -38,17 +41,44 @@ def _size_class(nbytes: int) -> int:
 
 
 class Block:
-    """One device allocation handed out by the allocator; ``streams`` other than its own used it."""
+    """One device allocation handed out by the allocator: ``stream`` is the stream it is cached for,
+    ``streams`` every other stream that used it since."""
 
-    __slots__ = ("__weakref__", "device_id", "ptr", "size", "stream", "streams")
+    __slots__ = ("device_id", "ptr", "size", "stream", "streams")
 
     def __init__(self, ptr: int, size: int, device_id: int, stream: int) -> None:
         self.ptr, self.size, self.device_id, self.stream = ptr, size, device_id, stream
         self.streams: set[int] = set()
 
+    def use_on(self, stream: int) -> None:
+        """Record that work on ``stream`` uses this block. The first time for a stream other than the one it
+        is cached for, wait for that one: work a previous owner queued there may still touch the memory.
+
+        >>> block.use_on(other_stream.handle)  # doctest: +SKIP
+        """
+        if stream != self.stream and stream not in self.streams:
+            _activate(self.device_id)
+            _calls.synchronize_stream(self.stream)
+            self.streams.add(stream)
+
+
+def _free_all(ptrs: list[int]) -> None:
+    """aclrtFree every pointer even if one fails (the caller synchronised first); then raise the first."""
+    failure: CannError | None = None
+    for ptr in ptrs:
+        try:
+            _calls.free(ptr)
+        except CannError as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure
+
 
 class CachingAllocator:
     """Per-device cache of device blocks keyed by (stream, size class).
+
+    The lock is re-entrant and nothing is allocated while it is held: a garbage-collected array's
+    finalizer may release a block on this very thread in the middle of `alloc`.
 
     >>> alloc = allocator_for(0)  # doctest: +SKIP
     >>> block = alloc.alloc(1000, stream.handle); alloc.release(block)  # doctest: +SKIP
@@ -56,66 +86,86 @@ class CachingAllocator:
 
     def __init__(self, device_id: int) -> None:
         self.device_id = device_id
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._free: defaultdict[tuple[int, int], list[int]] = defaultdict(list)
         self.cached_bytes = 0
         self.mallocs = 0  # aclrtMalloc calls made, for the benchmark's mallocs_per_call
 
     def alloc(self, nbytes: int, stream: int) -> Block:
         """A block of at least ``nbytes`` for work on ``stream``; on a device allocation failure, free the
-        cache and retry once before raising `CannOutOfMemoryError`."""
+        cache and retry once before raising `CannOutOfMemoryError`.
+
+        >>> allocator_for(0).alloc(4096, Device(0).stream.handle).size  # doctest: +SKIP
+        4096
+        """
         size = _size_class(nbytes)
+        ptr = None
         with self._lock:
             bucket = self._free.get((stream, size))
             if bucket:
                 self.cached_bytes -= size
-                return Block(bucket.pop(), size, self.device_id, stream)
-        _activate(self.device_id)
-        try:
-            ptr = _calls.malloc(size)
-        except CannOutOfMemoryError:
-            self.empty_cache()
-            ptr = _calls.malloc(size)
-        self.mallocs += 1
+                ptr = bucket.pop()
+        if ptr is None:
+            _activate(self.device_id)
+            try:
+                ptr = _calls.malloc(size)
+            except CannOutOfMemoryError:
+                self.empty_cache()
+                ptr = _calls.malloc(size)
+            self.mallocs += 1
         return Block(ptr, size, self.device_id, stream)
 
     def release(self, block: Block) -> None:
-        """Return a block to the cache of its stream (after synchronising any other stream that used it)."""
-        if block.streams - {block.stream}:
+        """Return a block to the cache of its stream, after waiting for the other open streams that used it
+        (work queued there may still touch it; a closed stream has finished everything).
+
+        >>> allocator_for(0).release(block)  # doctest: +SKIP
+        """
+        others = [s for s in block.streams if s != block.stream and is_open_stream(s)]
+        if others:
             _activate(self.device_id)
-            for other in block.streams - {block.stream}:
+            for other in others:
                 _calls.synchronize_stream(other)
         with self._lock:
             self._free[(block.stream, block.size)].append(block.ptr)
             self.cached_bytes += block.size
 
     def drop_stream(self, stream: int) -> None:
-        """Free the blocks cached for a stream that is being destroyed (the caller synchronised it)."""
+        """Free the blocks cached for a stream that is being destroyed (the caller synchronised it).
+
+        >>> allocator_for(0).drop_stream(stream.handle)  # doctest: +SKIP
+        """
         with self._lock:
             keys = [k for k in self._free if k[0] == stream]
-            ptrs = [(p, k[1]) for k in keys for p in self._free.pop(k)]
-            self.cached_bytes -= sum(size for _, size in ptrs)
+            taken = [(p, k[1]) for k in keys for p in self._free.pop(k)]
+            self.cached_bytes -= sum(size for _, size in taken)
         _activate(self.device_id)
-        for ptr, _ in ptrs:
-            _calls.free(ptr)
+        _free_all([p for p, _ in taken])
 
     def empty_cache(self) -> None:
-        """Synchronise the device and free every cached block.
+        """Free every cached block: take them off the cache, wait for the device, then free them (a block
+        released meanwhile stays cached, since aclrtFree does not wait for queued work).
 
         >>> allocator_for(0).empty_cache()  # doctest: +SKIP
         """
-        _activate(self.device_id)
-        _calls.synchronize_device()
         with self._lock:
-            ptrs = [p for bucket in self._free.values() for p in bucket]
+            taken = [(key, p) for key, bucket in self._free.items() for p in bucket]
             self._free.clear()
             self.cached_bytes = 0
-        for ptr in ptrs:
-            _calls.free(ptr)
+        try:
+            _activate(self.device_id)
+            _calls.synchronize_device()
+        except BaseException:  # not known to be idle: keep them cached (a stream's teardown frees its own)
+            with self._lock:
+                for key, p in taken:
+                    self._free[key].append(p)
+                    self.cached_bytes += key[1]
+            raise
+        _free_all([p for _, p in taken])
 
 
 _allocators: dict[int, CachingAllocator] = {}
-_alloc_lock = threading.Lock()
+_alloc_lock = threading.RLock()  # re-entrant: a finalizer run by the collector may come back here
 
 
 def allocator_for(device_id: int) -> CachingAllocator:
@@ -124,6 +174,9 @@ def allocator_for(device_id: int) -> CachingAllocator:
     >>> allocator_for(0).device_id  # doctest: +SKIP
     0
     """
+    alloc = _allocators.get(device_id)
+    if alloc is not None:
+        return alloc
     with _alloc_lock:
         alloc = _allocators.get(device_id)
         if alloc is None:
@@ -138,6 +191,32 @@ def _drain(alloc: CachingAllocator) -> None:
 
 def _release_block(block: Block) -> None:
     allocator_for(block.device_id).release(block)
+
+
+MAX_BYTES = 1 << 48  # far beyond any device; guards the size arithmetic against wrap-around
+
+
+@contextlib.contextmanager
+def close_on_error(arr: DeviceArray) -> Iterator[DeviceArray]:
+    """Close a freshly made array if filling it fails, so a held exception does not pin its memory.
+
+    >>> with close_on_error(DeviceArray.empty((4,), np.int8)) as d:  # doctest: +SKIP
+    ...     d.copy_from(np.ones(4, np.int8))
+    """
+    try:
+        yield arr
+    except BaseException:
+        with contextlib.suppress(CannError):  # the failure being raised is the one to report
+            arr.close()
+        raise
+
+
+def _element_count(shape: tuple[int, ...], dtype: np.dtype[Any]) -> int:
+    count = math.prod(shape)
+    if count * dtype.itemsize > MAX_BYTES:
+        raise InvalidValueError("shape", "shape", f"{shape} of {dtype_name(dtype)} needs {count * dtype.itemsize} "
+                                f"bytes, more than any device holds")
+    return count
 
 
 def _extent(shape: tuple[int, ...], strides: tuple[int, ...], offset: int) -> int:
@@ -193,6 +272,10 @@ class DeviceArray:
         self._tensor: Any = None  # this array's aclTensor, made on first use and reused by every call
         self._tensor_finalizer: weakref.finalize[Any, Any] | None = None
         self._prepared: dict[Any, Any] = {}  # calls prepared with this array as self (see npu.py)
+        # Prepared calls that use this memory, shared by an allocation and all its views: closing any of
+        # them releases these calls before the memory or a descriptor goes.
+        self._calls: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._closed_self = False
 
     # ------------------------------------------------------------------------------------ construction
 
@@ -209,7 +292,7 @@ class DeviceArray:
         shp = tuple(int(d) for d in shape)
         if any(d < 0 for d in shp):
             raise InvalidValueError("shape", "shape", f"must not be negative, got {shp}")
-        count = int(np.prod(shp, dtype=np.int64))
+        count = _element_count(shp, dt)
         s = dev.stream if stream is None else stream
         block = allocator_for(dev.id).alloc(count * dt.itemsize, s.handle)
         arr = cls(block.ptr, shp, dt, _contiguous_strides(shp), 0, dev, block.size // dt.itemsize, block, None)
@@ -228,11 +311,12 @@ class DeviceArray:
         arr = cls.empty(shape, dtype, device=device, stream=stream)
         nbytes = arr.nbytes
         if nbytes:
-            s = arr.device.stream if stream is None else stream
-            arr.device.activate()
-            _calls.memset_async(arr.ptr, arr.storage * arr.dtype.itemsize, 0, nbytes, s.handle)
-            if stream is None:
-                s.synchronize()
+            with close_on_error(arr):
+                s = arr.device.stream if stream is None else stream
+                _activate(arr.device.id)
+                _calls.memset_async(arr.ptr, arr.storage * arr.dtype.itemsize, 0, nbytes, s.handle)
+                if stream is None:
+                    s.synchronize()
         return arr
 
     @classmethod
@@ -243,12 +327,8 @@ class DeviceArray:
         """
         host = np.ascontiguousarray(a)
         arr = cls.empty(host.shape, host.dtype, device=device, stream=stream)
-        if host.nbytes:
-            s = arr.device.stream if stream is None else stream
-            arr.device.activate()
-            _calls.memcpy_async(arr.ptr, arr.storage * arr.dtype.itemsize, _calls.buffer_address(host),
-                                host.nbytes, H2D, s.handle)
-            s.synchronize()  # the host buffer must outlive the copy
+        with close_on_error(arr):
+            arr.copy_from(host, stream=stream)
         return arr
 
     @classmethod
@@ -281,7 +361,7 @@ class DeviceArray:
     @property
     def size(self) -> int:
         """Number of elements."""
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)
 
     @property
     def nbytes(self) -> int:
@@ -302,13 +382,21 @@ class DeviceArray:
 
     @property
     def closed(self) -> bool:
-        """True once `close()` released the block (of this array or of the array it views)."""
-        return self._finalizer is not None and not self._finalizer.alive
+        """True once this array, or the allocation it views, was closed.
+
+        >>> d.closed  # doctest: +SKIP
+        False
+        """
+        return self._closed_self or (self._finalizer is not None and not self._finalizer.alive)
 
     @property
     def block(self) -> Block | None:
         """The allocator block behind this array (None for `from_pointer` memory)."""
         return self._block
+
+    def _use_on(self, stream: Stream) -> None:
+        if self._block is not None:
+            self._block.use_on(stream.handle)
 
     def _check_open(self) -> None:
         if self.closed:
@@ -348,6 +436,7 @@ class DeviceArray:
         view = DeviceArray(self.ptr, tuple(shape), self.dtype, tuple(strides), offset, self.device, self.storage,
                            self._block, self)
         view._finalizer = self._finalizer
+        view._calls = self._calls
         return view
 
     # -------------------------------------------------------------------------------------- host copies
@@ -363,11 +452,12 @@ class DeviceArray:
         lo = self.offset
         extent = _extent(self.shape, self.strides, self.offset) - lo
         staging = np.empty(max(extent, 0), self.dtype)
-        self.device.activate()
+        _activate(self.device.id)
         if stream is None:
             _calls.synchronize_device()
         if extent > 0:
             s = self.device.stream if stream is None else stream
+            self._use_on(s)
             _calls.memcpy_async(_calls.buffer_address(staging, writable=True), staging.nbytes,
                                 self.ptr + lo * self.dtype.itemsize, staging.nbytes, D2H, s.handle)
             s.synchronize()
@@ -395,7 +485,8 @@ class DeviceArray:
                                     f" into a contiguous array, got {data.shape} {dtype_name(data.dtype)}")
         s = self.device.stream if stream is None else stream
         if data.nbytes:
-            self.device.activate()
+            _activate(self.device.id)
+            self._use_on(s)
             _calls.memcpy_async(self.data_ptr, data.nbytes, _calls.buffer_address(data), data.nbytes, H2D, s.handle)
             s.synchronize()  # the host buffer must outlive the copy
         return self
@@ -420,21 +511,28 @@ class DeviceArray:
         return self._tensor
 
     def close(self) -> None:
-        """Release the block this array allocated and the descriptors and prepared calls that use it
-        (idempotent; its views become unusable). Closing a view or a `from_pointer` array releases only its
-        own descriptor and drops its reference to the owner."""
-        runtime.generation += 1  # prepared calls re-check that none of their arrays was closed
-        for entry in list(self._prepared.values()):
-            entry.close()
+        """Release the prepared calls that use this memory, this array's descriptor, and the block it
+        allocated (idempotent; its views become unusable). Closing a view or a `from_pointer` array
+        releases the calls and its own descriptor and drops its reference to the owner.
+
+        >>> d.close(); d.closed  # doctest: +SKIP
+        True
+        """
+        if self._closed_self:
+            return
+        self._closed_self = True
+        calls = list(self._calls)  # taken first: clearing _prepared may drop the last reference to some
         self._prepared.clear()
         try:
-            if self._tensor_finalizer is not None:
-                fin, self._tensor_finalizer, self._tensor = self._tensor_finalizer, None, None
-                fin()
-        finally:  # the memory goes back even if CANN refused to destroy the descriptor
-            if self._owns and self._finalizer is not None:
-                self._finalizer()
-            elif self._block is None:
+            close_all(calls)
+        finally:
+            try:
+                if self._tensor_finalizer is not None:
+                    fin, self._tensor_finalizer, self._tensor = self._tensor_finalizer, None, None
+                    fin()
+            finally:  # the memory goes back even if CANN refused to destroy the descriptor
+                if self._owns and self._finalizer is not None:
+                    self._finalizer()
                 self._owner = None
 
     def __enter__(self) -> DeviceArray:

@@ -19,8 +19,8 @@ from . import _calls, _loader, reference
 from ._prepared import Prepared
 from .contract import Plan, check_arguments, check_indices
 from .errors import CannError, InvalidValueError, QScatterError
-from .memory import D2D, D2H, DeviceArray
-from .runtime import Device, Stream, ensure_runtime
+from .memory import D2D, D2H, H2D, DeviceArray, close_on_error
+from .runtime import Device, Stream, _activate, close_all, ensure_runtime
 
 __all__ = ["copy_device", "launch", "npu_status", "run_device", "run_host"]
 
@@ -68,35 +68,50 @@ def launch(plan: Plan, arrays: tuple[DeviceArray | None, ...], stream: Stream) -
 
 
 class _Staging:
-    """Device blocks for host inputs of one call; released together (after the stream finished)."""
+    """Device blocks for the host inputs and outputs of one call, and the host arrays the queued copies
+    read or write: all held until the stream has run those copies, then released together."""
 
     def __init__(self, device: Device, stream: Stream) -> None:
         self.device, self.stream = device, stream
         self.arrays: list[DeviceArray] = []
-
-    def upload(self, host: Array) -> DeviceArray:
-        arr = DeviceArray.empty(host.shape, host.dtype, device=self.device, stream=self.stream)
-        self.arrays.append(arr)
-        if host.nbytes:
-            _calls.memcpy_async(arr.ptr, arr.storage * arr.dtype.itemsize, _calls.buffer_address(host),
-                                host.nbytes, 1, self.stream.handle)
-        return arr
+        self.hosts: list[Array] = []
+        self.pending = False
 
     def empty(self, shape: tuple[int, ...], dtype: Any) -> DeviceArray:
         arr = DeviceArray.empty(shape, dtype, device=self.device, stream=self.stream)
         self.arrays.append(arr)
         return arr
 
+    def upload(self, value: Any) -> DeviceArray:
+        host = np.ascontiguousarray(value)
+        arr = self.empty(host.shape, host.dtype)
+        if host.nbytes:
+            self.hosts.append(host)  # the copy reads it when the stream gets there
+            self.pending = True
+            _calls.memcpy_async(arr.ptr, arr.storage * arr.dtype.itemsize, _calls.buffer_address(host),
+                                host.nbytes, H2D, self.stream.handle)
+        return arr
+
+    def download(self, arr: DeviceArray, host: Array) -> None:
+        self.hosts.append(host)
+        self.pending = True
+        _calls.memcpy_async(_calls.buffer_address(host, writable=True), host.nbytes, arr.data_ptr, host.nbytes, D2H,
+                            self.stream.handle)
+
+    def wait(self) -> None:
+        self.stream.synchronize()
+        self.pending = False
+        self.hosts.clear()
+
     def close(self) -> None:
-        """Close every staged array even if one fails (a descriptor CANN would not destroy); then raise."""
-        failure: CannError | None = None
-        for arr in self.arrays:
-            try:
-                arr.close()
-            except CannError as exc:
-                failure = failure or exc
-        if failure is not None:
-            raise failure
+        """Release everything; if copies may still be queued (a failure interrupted the call), wait first."""
+        try:
+            if self.pending:
+                with contextlib.suppress(CannError):  # the failure being raised already reports this stream
+                    self.stream.synchronize()
+        finally:
+            self.hosts.clear()
+            close_all(self.arrays)
 
 
 def run_host(self_: Array, indices: Array, updates: Array, scales: Array, zero_points: Array | None,
@@ -111,38 +126,26 @@ def run_host(self_: Array, indices: Array, updates: Array, scales: Array, zero_p
     if plan.empty:
         return
     stream = dev.stream
-    dev.activate()
-    host = [np.ascontiguousarray(a) for a in (updates, scales, zero_points) if a is not None]
-    batch_starts = np.zeros(plan.batch, np.int32)  # row b of the compact block: batch b, start 0
+    _activate(dev.id)
     staging = _Staging(dev, stream)
     try:
         compact = staging.empty(plan.updates_shape, np.int8)
-        d_idx = staging.upload(batch_starts)
-        d_upd, d_sc = staging.upload(host[0]), staging.upload(host[1])
-        d_zp = staging.upload(host[2]) if zero_points is not None else None
+        d_idx = staging.upload(np.zeros(plan.batch, np.int32))  # row b of the compact block: batch b, start 0
+        d_upd, d_sc = staging.upload(updates), staging.upload(scales)
+        d_zp = staging.upload(zero_points) if zero_points is not None else None
         compact_plan = check_arguments(compact, d_idx, d_upd, d_sc, d_zp, plan.axis, plan.quant_axis, reduce,
                                        dev.product)
         launch(compact_plan, (compact, d_idx, d_upd, d_sc, d_zp), stream)
         quantized = np.empty(plan.updates_shape, np.int8)
-        _calls.memcpy_async(_calls.buffer_address(quantized, writable=True), quantized.nbytes, compact.ptr,
-                            quantized.nbytes, D2H, stream.handle)
-        stream.synchronize()
-    except CannError:
-        _drain_after_failure(stream)
-        raise
+        staging.download(compact, quantized)
+        staging.wait()
     finally:
         staging.close()
     reference.scatter(self_, indices, quantized, plan)
 
 
-def _drain_after_failure(stream: Stream) -> None:
-    """After a failure, wait for what was queued so staging blocks are idle before they are reused."""
-    with contextlib.suppress(CannError):  # the failure being raised already reports this stream's trouble
-        stream.synchronize()
-
-
 def _to_device(value: Any, staging: _Staging) -> DeviceArray:
-    return value if isinstance(value, DeviceArray) else staging.upload(np.ascontiguousarray(value))
+    return value if isinstance(value, DeviceArray) else staging.upload(value)
 
 
 MAX_PREPARED = 8  # prepared calls kept per self; the oldest is released beyond this
@@ -174,7 +177,8 @@ def run_device(self_: DeviceArray, indices: Any, updates: Any, scales: Any, zero
     s = self_.device.stream if stream is None else stream
     arrays = (self_, indices, updates, scales, zero_points)
     key = prepared_key(indices, updates, scales, zero_points, axis, quant_axis, reduce, stream)
-    call = self_._prepared.get(key)
+    # Only exact ints hit the cache: True or 1.0 compare equal to 1 but must meet the contract's checks.
+    call = self_._prepared.get(key) if type(axis) is int and type(quant_axis) is int else None
     if call is not None and call.valid():
         if check_index_values:
             check_indices(call.plan, indices.to_numpy(stream=s))
@@ -187,6 +191,8 @@ def _run_device_slow(self_: DeviceArray, arrays: tuple[Any, ...], key: tuple[Any
                      quant_axis: int, reduce: str, s: Stream, check_index_values: bool) -> None:
     dev = self_.device
     self_._check_open()
+    if s.closed:
+        raise InvalidValueError("closed", "stream", "is closed")
     if s.device is not dev:
         raise InvalidValueError("stream", "stream", f"belongs to device {s.device.id}, self to device {dev.id}")
     names = ("self", "indices", "updates", "quant_scales", "quant_zero_points")
@@ -195,18 +201,19 @@ def _run_device_slow(self_: DeviceArray, arrays: tuple[Any, ...], key: tuple[Any
             value._check_open()
             if value.device is not dev:
                 raise InvalidValueError("device", name, f"is on device {value.device.id}, self on device {dev.id}")
-    dev.activate()
+    _activate(dev.id)
     staging = _Staging(dev, s)
     try:
         d_idx, d_upd, d_sc = (_to_device(v, staging) for v in arrays[1:4])
         d_zp = None if arrays[4] is None else _to_device(arrays[4], staging)
-        if staging.arrays:
-            s.synchronize()  # host buffers must outlive their copies
+        if staging.pending:
+            staging.wait()
         plan = check_arguments(self_, d_idx, d_upd, d_sc, d_zp, axis, quant_axis, reduce, dev.product)
-        if check_index_values:
-            indices = arrays[1]
-            host_idx = indices.to_numpy(stream=s) if isinstance(indices, DeviceArray) else indices
-            check_indices(plan, np.asarray(host_idx))
+        indices = arrays[1]
+        if not isinstance(indices, DeviceArray):  # host index values cost nothing to check: always checked
+            check_indices(plan, np.asarray(indices))
+        elif check_index_values:
+            check_indices(plan, indices.to_numpy(stream=s))
         if plan.empty:
             return
         prepared = (self_, d_idx, d_upd, d_sc, d_zp)
@@ -215,10 +222,13 @@ def _run_device_slow(self_: DeviceArray, arrays: tuple[Any, ...], key: tuple[Any
             return
         call = Prepared(plan, prepared, s, reuse=True)
         cache = self_._prepared
-        if len(cache) >= MAX_PREPARED:
-            cache.pop(next(iter(cache))).close()
+        stale = cache.pop(key, None)
         cache[key] = call
         call.run()
+        if stale is not None:
+            stale.close()  # already closed when an array or stream it used was closed; else released now
+        if len(cache) > MAX_PREPARED:
+            cache.pop(next(iter(cache))).close()
     finally:
         staging.close()
 
@@ -232,7 +242,11 @@ def copy_device(src: DeviceArray, stream: Stream | None) -> DeviceArray:
         raise InvalidValueError("self", "self", "out-of-place calls on the device need a contiguous self")
     s = src.device.stream if stream is None else stream
     dst = DeviceArray.empty(src.shape, src.dtype, device=src.device, stream=s)
-    if src.nbytes:
-        src.device.activate()
+    if not src.nbytes:
+        return dst
+    with close_on_error(dst):
+        if src.block is not None:
+            src.block.use_on(s.handle)
+        _activate(src.device.id)
         _calls.memcpy_async(dst.ptr, dst.storage * dst.dtype.itemsize, src.data_ptr, src.nbytes, D2D, s.handle)
     return dst

@@ -12,7 +12,7 @@ import contextlib
 import itertools
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from . import _calls, _loader
@@ -34,8 +34,25 @@ _device_sets: list[int] = []  # one entry per aclrtSetDevice we made, each paire
 _Entry = tuple["weakref.finalize[Any, Any]", Callable[..., None], tuple[Any, ...]]
 _live: tuple[dict[int, _Entry], ...] = ({}, {}, {}, {}, {})
 _keys = itertools.count()
-# Bumped whenever a stream or device array is closed: prepared calls then re-check what they hold.
-generation = 0
+_open_streams: dict[int, int] = {}  # stream handle -> open Stream objects wrapping it
+
+
+def is_open_stream(handle: int) -> bool:
+    """True while some open `Stream` wraps ``handle`` (a closed one has no queued work left of ours).
+
+    >>> is_open_stream(0)
+    False
+    """
+    return _open_streams.get(handle, 0) > 0
+
+
+def _open_stream(handle: int, delta: int) -> None:
+    with _lock:
+        count = _open_streams.get(handle, 0) + delta
+        if count > 0:
+            _open_streams[handle] = count
+        else:
+            _open_streams.pop(handle, None)
 EXECUTORS, ARRAYS, CACHES, EVENTS, STREAMS = 0, 1, 2, 3, 4
 
 
@@ -106,17 +123,46 @@ def _teardown() -> None:
 
 
 def _activate(device_id: int) -> None:
-    """Make ``device_id`` current on this thread (aclrtSetDevice once per thread and device)."""
+    """Make ``device_id``'s context current on this thread, for the package's own calls.
+
+    The first time on a thread this is aclrtSetDevice (paired with one reset at exit); later switches go
+    through aclrtSetCurrentContext, since CANN counts aclrtSetDevice calls. The device a user chose (see
+    `Device.current`) is kept apart, so internal switches never change where their next array goes.
+    """
     if getattr(_tls, "current", None) == device_id:
         return
     ensure_runtime()
-    done: set[int] = _tls.__dict__.setdefault("done", set())
-    _calls.set_device(device_id)
-    if device_id not in done:
-        done.add(device_id)
+    contexts: dict[int, int] = _tls.__dict__.setdefault("contexts", {})
+    context = contexts.get(device_id)
+    if context is None:
+        _calls.set_device(device_id)
+        contexts[device_id] = _calls.get_current_context()
         with _lock:
             _device_sets.append(device_id)
+    else:
+        _calls.set_current_context(context)
     _tls.current = device_id
+
+
+def close_all(items: Iterable[Any]) -> None:
+    """Call ``close()`` on every item even if one fails (a CANN refusal); then raise the first failure.
+
+    >>> close_all([])
+    """
+    failure: BaseException | None = None
+    for item in items:
+        try:
+            item.close()
+        except CannError as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure
+
+
+def ensure_current(device_id: int) -> None:
+    """Cheap check before a launch: activate ``device_id`` only if another context is current here."""
+    if getattr(_tls, "current", None) != device_id:
+        _activate(device_id)
 
 
 class Device:
@@ -167,24 +213,28 @@ class Device:
         >>> Device.current().id  # doctest: +SKIP
         0
         """
-        return Device(getattr(_tls, "current", None) or 0)
+        return Device(getattr(_tls, "chosen", None) or 0)
 
     def activate(self) -> Device:
-        """Make this device current on the calling thread; return it.
+        """Choose this device for the calling thread (where calls that name no device go); return it.
 
         >>> Device(0).activate().id  # doctest: +SKIP
         0
         """
         _activate(self.id)
+        _tls.chosen = self.id
         return self
 
     def __enter__(self) -> Device:
+        previous = getattr(_tls, "chosen", None)
+        self.activate()
         stack: list[int | None] = _tls.__dict__.setdefault("stack", [])
-        stack.append(getattr(_tls, "current", None))
-        return self.activate()
+        stack.append(previous)
+        return self
 
     def __exit__(self, *exc: object) -> None:
         previous = _tls.stack.pop()
+        _tls.chosen = previous
         if previous is not None and previous != self.id:
             _activate(previous)
 
@@ -194,7 +244,7 @@ class Device:
         failed (a failed query is asked again next time, so one failure does not fix the product's rules for
         the rest of the process)."""
         if self._soc is None:
-            self.activate()
+            _activate(self.id)
             try:
                 name = _calls.get_soc_name()
             except CannError as exc:
@@ -217,22 +267,27 @@ class Device:
 
         >>> free, total = Device(0).mem_info()  # doctest: +SKIP
         """
-        self.activate()
+        _activate(self.id)
         return _calls.get_mem_info(1)
 
     def synchronize(self) -> None:
         """Wait for all work queued on this device."""
-        self.activate()
+        _activate(self.id)
         _calls.synchronize_device()
 
     @property
     def stream(self) -> Stream:
-        """The package's own stream on this device, used when a call names none."""
-        if self._stream is None:
+        """The package's own stream on this device, used when a call names none (made again if closed).
+
+        >>> Device(0).stream.synchronize()  # doctest: +SKIP
+        """
+        stream = self._stream
+        if stream is None or stream.closed:
             with _lock:
-                if self._stream is None:
+                if self._stream is None or self._stream.closed:
                     self._stream = Stream(self)
-        return self._stream
+                stream = self._stream
+        return stream
 
     def __repr__(self) -> str:
         return f"Device({self.id})"
@@ -245,8 +300,13 @@ def _destroy_stream(handle: int, device_id: int) -> None:
     try:
         _calls.synchronize_stream(handle)
     finally:
-        allocator_for(device_id).drop_stream(handle)
-        _calls.destroy_stream(handle)
+        try:
+            allocator_for(device_id).drop_stream(handle)
+        finally:
+            try:
+                _calls.destroy_stream(handle)
+            finally:
+                _open_stream(handle, -1)
 
 
 class Stream:
@@ -259,12 +319,14 @@ class Stream:
 
     def __init__(self, device: Device | int | None = None) -> None:
         dev = Device.current() if device is None else Device(device)
-        dev.activate()
+        _activate(dev.id)
         self.device = dev
         self.handle = _calls.create_stream()
         self.owned = True
         self._closed = False
         self._owner: object = None
+        self._calls: weakref.WeakSet[Any] = weakref.WeakSet()  # prepared calls queued on this stream
+        _open_stream(self.handle, +1)
         self._finalizer: weakref.finalize[Any, Any] | None = track(STREAMS, self, _destroy_stream, self.handle,
                                                                    dev.id)
 
@@ -280,7 +342,9 @@ class Stream:
         self.owned = False
         self._closed = False
         self._owner = owner
-        self._finalizer = None
+        self._calls = weakref.WeakSet()
+        _open_stream(self.handle, +1)
+        self._finalizer = track(STREAMS, self, _open_stream, self.handle, -1)  # forget it; never destroy it
         return self
 
     def synchronize(self, timeout_ms: int | None = None) -> None:
@@ -288,25 +352,37 @@ class Stream:
 
         >>> Stream().synchronize()  # doctest: +SKIP
         """
-        self.device.activate()
+        _activate(self.device.id)
         if timeout_ms is None:
             _calls.synchronize_stream(self.handle)
         else:
             _calls.synchronize_stream_with_timeout(self.handle, int(timeout_ms))
 
     def close(self) -> None:
-        """Synchronise and destroy an owned stream (idempotent); a wrapped stream is only forgotten."""
-        global generation
-        generation += 1
+        """Release the prepared calls on this stream, then synchronise and destroy an owned stream
+        (idempotent); a wrapped stream is only forgotten.
+
+        >>> Stream().close()  # doctest: +SKIP
+        """
+        if self._closed:
+            return
         self._closed = True
-        if self._finalizer is not None:
-            fin, self._finalizer = self._finalizer, None
-            fin()
-        self._owner = None
+        calls, self._calls = list(self._calls), weakref.WeakSet()
+        try:
+            close_all(calls)  # their executors go while the stream they were queued on still exists
+        finally:
+            if self._finalizer is not None:
+                fin, self._finalizer = self._finalizer, None
+                fin()
+            self._owner = None
 
     @property
     def closed(self) -> bool:
-        """True once `close()` has run."""
+        """True once `close()` has run.
+
+        >>> Stream().closed  # doctest: +SKIP
+        False
+        """
         return self._closed
 
     def __enter__(self) -> Stream:
@@ -334,7 +410,7 @@ class Event:
 
     def __init__(self, device: Device | int | None = None, *, timing: bool = True) -> None:
         dev = Device.current() if device is None else Device(device)
-        dev.activate()
+        _activate(dev.id)
         cann = ensure_runtime()
         self.device = dev
         if timing and cann.caps.event_with_flag:
@@ -346,13 +422,13 @@ class Event:
     def record(self, stream: Stream | None = None) -> Event:
         """Queue this event on ``stream`` (default: the device's package stream); return self."""
         s = self.device.stream if stream is None else stream
-        self.device.activate()
+        _activate(self.device.id)
         _calls.record_event(self.handle, s.handle)
         return self
 
     def synchronize(self) -> None:
         """Wait until the work queued before the last `record` has run."""
-        self.device.activate()
+        _activate(self.device.id)
         _calls.synchronize_event(self.handle)
 
     def elapsed_ms(self, end: Event) -> float:

@@ -273,8 +273,6 @@ def sweep(emu: Emu, name: str, codes: tuple[int, ...]) -> tuple[int, list[str]]:
     injected = 0
     detected = emu.stat("errors_detected")
     for symbol in symbols:
-        if symbol == "aclrtFree":
-            continue  # test_failed_free_in_empty_cache_leaks_only_that_block (memory.py bug)
         for code in codes:
             where = f"{name}/{symbol}/{code}"
             start = settle(emu)
@@ -342,8 +340,6 @@ def test_the_sweep_covers_the_op_path(dev: Device, emu: Emu) -> None:
         assert symbol in called, symbol
 
 
-@pytest.mark.xfail(strict=True, reason="memory.py: empty_cache/drop_stream stop at the first failed aclrtFree and "
-                   "abandon the blocks they already took off the cache")
 def test_failed_free_in_empty_cache_leaks_only_that_block(dev: Device, emu: Emu) -> None:
     start = settle(emu)
     alloc = allocator_for(0)
@@ -479,7 +475,7 @@ def test_faults_at_runtime_start(emulator_root: Path) -> None:
 
 # A device array made inside a call that then fails is released only when the exception and its traceback
 # go away (a logger or sys.last_traceback can keep them for long): npu.copy_device, DeviceArray.from_numpy and
-# DeviceArray.zeros do not close what they allocated when their copy or memset fails (reported to the lead).
+# DeviceArray.zeros close what they allocated when their copy or memset fails.
 PINNED_BY_TRACEBACK = {
     "copy_device": ("aclrtMemcpyAsync", lambda d, a: qs.quant_scatter(d, *a)),
     "from_numpy": ("aclrtMemcpyAsync", lambda d, a: DeviceArray.from_numpy(a[1])),
@@ -487,8 +483,6 @@ PINNED_BY_TRACEBACK = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="npu.py/memory.py: a failed copy or memset keeps its new block until the "
-                   "exception is dropped")
 @pytest.mark.parametrize("where", list(PINNED_BY_TRACEBACK))
 def test_a_failed_call_releases_what_it_allocated_at_once(dev: Device, emu: Emu, where: str) -> None:
     symbol, call = PINNED_BY_TRACEBACK[where]
