@@ -64,7 +64,7 @@ def test_conformance_on_device() -> None:
     out = subprocess.run([sys.executable, "-m", "pyacl_qscatter", "selftest"], capture_output=True, text=True,
                          env=ENV, timeout=1200)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "64 valid reproduced, 18 invalid rejected, 0 mismatches" in out.stdout
+    assert " 0 mismatches" in out.stdout and "82 cases under the " in out.stdout
 
 
 def test_device_arrays_on_device() -> None:
