@@ -30,7 +30,10 @@ def _destroy_executor(executor: Any, stream: int, device_id: int) -> None:
 
 
 def release_unconsumed(executor: Any) -> None:
-    """Free an executor that phase 2 never consumed (possible only where it can be made repeatable)."""
+    """Free an executor that phase 2 never consumed (possible only where it can be made repeatable).
+
+    >>> release_unconsumed(executor)  # doctest: +SKIP
+    """
     cann = _calls.bound()
     if cann is not None and cann.caps.repeatable_executor:
         _calls.set_executor_repeatable(executor)

@@ -355,27 +355,47 @@ class DeviceArray:
 
     @property
     def ndim(self) -> int:
-        """Number of dimensions."""
+        """Number of dimensions.
+
+        >>> DeviceArray.zeros((2, 32), np.int8).ndim  # doctest: +SKIP
+        2
+        """
         return len(self.shape)
 
     @property
     def size(self) -> int:
-        """Number of elements."""
+        """Number of elements.
+
+        >>> DeviceArray.zeros((2, 32), np.int8).size  # doctest: +SKIP
+        64
+        """
         return math.prod(self.shape)
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the elements (not of the storage)."""
+        """Bytes of the elements (not of the storage).
+
+        >>> DeviceArray.zeros((2, 32), np.float16).nbytes  # doctest: +SKIP
+        128
+        """
         return self.size * self.dtype.itemsize
 
     @property
     def data_ptr(self) -> int:
-        """Device address of the first element."""
+        """Device address of the first element.
+
+        >>> d[1:].data_ptr - d.data_ptr == d.strides[0] * d.dtype.itemsize  # doctest: +SKIP
+        True
+        """
         return self.ptr + self.offset * self.dtype.itemsize
 
     @property
     def is_contiguous(self) -> bool:
-        """True when the elements are dense in C order."""
+        """True when the elements are dense in C order.
+
+        >>> d = DeviceArray.zeros((4, 32), np.int8); d.is_contiguous, d[:, ::2].is_contiguous  # doctest: +SKIP
+        (True, False)
+        """
         return self.size == 0 or all(
             s == c for d, s, c in zip(self.shape, self.strides, _contiguous_strides(self.shape), strict=True)
             if d > 1)
@@ -391,21 +411,29 @@ class DeviceArray:
 
     @property
     def block(self) -> Block | None:
-        """The allocator block behind this array (None for `from_pointer` memory)."""
+        """The allocator block behind this array (None for `from_pointer` memory).
+
+        >>> DeviceArray.zeros((4,), np.int8).block.size  # doctest: +SKIP
+        512
+        """
         return self._block
 
     def _use_on(self, stream: Stream) -> None:
         if self._block is not None:
             self._block.use_on(stream.handle)
 
-    def _check_open(self) -> None:
+    def _check_open(self, param: str = "array") -> None:
         if self.closed:
-            raise InvalidValueError("closed", "array", "is closed; its device memory was released")
+            raise InvalidValueError("closed", param, "is closed; its device memory was released")
 
     # ---------------------------------------------------------------------------------------- views
 
     def __getitem__(self, key: Any) -> DeviceArray:
-        """Basic slicing (ints, slices with positive steps, Ellipsis): a strided view of the same memory."""
+        """Basic slicing (ints, slices with positive steps, Ellipsis): a strided view of the same memory.
+
+        >>> DeviceArray.zeros((4, 8, 32), np.int8)[1, ::2].strides  # doctest: +SKIP
+        (64, 1)
+        """
         self._check_open()
         keys = key if isinstance(key, tuple) else (key,)
         if any(k is Ellipsis for k in keys):
@@ -465,9 +493,10 @@ class DeviceArray:
         result = np.lib.stride_tricks.as_strided(staging, self.shape, tuple(s * item for s in self.strides))
         if out is None:
             return result.copy()
-        if out.shape != self.shape or out.dtype != self.dtype:
-            raise InvalidValueError("out", "out", f"must have shape {self.shape} and dtype {dtype_name(self.dtype)},"
-                                    f" got {out.shape} {dtype_name(out.dtype)}")
+        if out.shape != self.shape or out.dtype != self.dtype or not out.flags.writeable:
+            raise InvalidValueError("out", "out", f"must be a writable array of shape {self.shape} and dtype "
+                                    f"{dtype_name(self.dtype)}, got {out.shape} {dtype_name(out.dtype)} "
+                                    f"(writable: {out.flags.writeable})")
         np.copyto(out, result)
         return out
 
@@ -492,6 +521,13 @@ class DeviceArray:
         return self
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray[Any, Any]:
+        """``np.asarray(d)``: a host copy (``copy=False`` is refused: device memory cannot be viewed).
+
+        >>> np.asarray(DeviceArray.zeros((2,), np.int8)).tolist()  # doctest: +SKIP
+        [0, 0]
+        """
+        if copy is False:
+            raise InvalidValueError("copy", "copy", "False is impossible: a device array is always copied to the host")
         host = self.to_numpy()
         return host if dtype is None else host.astype(dtype)
 
@@ -548,5 +584,8 @@ class DeviceArray:
 
 def _device(device: Device | int | None, stream: Stream | None) -> Device:
     if stream is not None:
+        if device is not None and Device(device) is not stream.device:
+            raise InvalidValueError("device", "device", f"is {Device(device).id} but the stream belongs to device "
+                                    f"{stream.device.id}")
         return stream.device
     return Device.current() if device is None else Device(device)

@@ -190,7 +190,7 @@ def run_device(self_: DeviceArray, indices: Any, updates: Any, scales: Any, zero
 def _run_device_slow(self_: DeviceArray, arrays: tuple[Any, ...], key: tuple[Any, ...] | None, axis: int,
                      quant_axis: int, reduce: str, s: Stream, check_index_values: bool) -> None:
     dev = self_.device
-    self_._check_open()
+    self_._check_open("self")
     if s.closed:
         raise InvalidValueError("closed", "stream", "is closed")
     if s.device is not dev:
@@ -198,7 +198,7 @@ def _run_device_slow(self_: DeviceArray, arrays: tuple[Any, ...], key: tuple[Any
     names = ("self", "indices", "updates", "quant_scales", "quant_zero_points")
     for name, value in zip(names[1:], arrays[1:], strict=True):
         if isinstance(value, DeviceArray):
-            value._check_open()
+            value._check_open(name)
             if value.device is not dev:
                 raise InvalidValueError("device", name, f"is on device {value.device.id}, self on device {dev.id}")
     _activate(dev.id)

@@ -15,6 +15,7 @@ import numpy as np
 
 from .contract import Plan
 from .dtypes import BFLOAT16, FLOAT16
+from .errors import InvalidDtypeError
 
 __all__ = ["quantize", "run", "scatter"]
 
@@ -107,7 +108,7 @@ def quantize(updates: Array, quant_scales: Array, quant_zero_points: Array | Non
     elif updates.dtype == FLOAT16:
         src = np.ascontiguousarray(updates).reshape(-1, channels)
     else:
-        raise TypeError(f"updates must be bfloat16 or float16, got {updates.dtype}")
+        raise InvalidDtypeError("dtype_combo", "updates", f"must be bfloat16 or float16, got {updates.dtype}")
     flat_out = out.reshape(-1, channels)
     n = src.shape[0]
     workers = thread_count() if updates.size >= MIN_PARALLEL_ELEMENTS else 1

@@ -81,7 +81,10 @@ def ensure_runtime() -> _loader.Cann:
 
 
 def track(kind: int, obj: object, release: Callable[..., None], *args: Any) -> weakref.finalize[Any, Any]:
-    """Register ``release(*args)`` to run once: when ``obj`` is collected, closed, or at exit (``kind`` order)."""
+    """Register ``release(*args)`` to run once: when ``obj`` is collected, closed, or at exit (``kind`` order).
+
+    >>> fin = track(STREAMS, stream_object, _calls.destroy_stream, handle)  # doctest: +SKIP
+    """
     key = next(_keys)
     fin = weakref.finalize(obj, _run_release, kind, key)
     fin.atexit = False  # our own teardown runs them, in order, before the runtime goes away
@@ -160,7 +163,10 @@ def close_all(items: Iterable[Any]) -> None:
 
 
 def ensure_current(device_id: int) -> None:
-    """Cheap check before a launch: activate ``device_id`` only if another context is current here."""
+    """Cheap check before a launch: activate ``device_id`` only if another context is current here.
+
+    >>> ensure_current(0)  # doctest: +SKIP
+    """
     if getattr(_tls, "current", None) != device_id:
         _activate(device_id)
 
@@ -242,7 +248,11 @@ class Device:
     def soc_name(self) -> str:
         """The SoC name CANN reports (``aclrtGetSocName``), or "" when the toolkit lacks the call or the query
         failed (a failed query is asked again next time, so one failure does not fix the product's rules for
-        the rest of the process)."""
+        the rest of the process).
+
+        >>> Device(0).soc_name  # doctest: +SKIP
+        'Ascend910B1'
+        """
         if self._soc is None:
             _activate(self.id)
             try:
@@ -259,7 +269,11 @@ class Device:
 
     @property
     def product(self) -> Product:
-        """The product family whose rules apply on this device (A2 rules for an unknown SoC)."""
+        """The product family whose rules apply on this device (A2 rules for an unknown SoC).
+
+        >>> Device(0).product.name  # doctest: +SKIP
+        'A2'
+        """
         return resolve_product(self.soc_name or None)
 
     def mem_info(self) -> tuple[int, int]:
@@ -271,7 +285,10 @@ class Device:
         return _calls.get_mem_info(1)
 
     def synchronize(self) -> None:
-        """Wait for all work queued on this device."""
+        """Wait for all work queued on this device.
+
+        >>> Device(0).synchronize()  # doctest: +SKIP
+        """
         _activate(self.id)
         _calls.synchronize_device()
 
@@ -420,23 +437,36 @@ class Event:
         self._finalizer: weakref.finalize[Any, Any] | None = track(EVENTS, self, _destroy_event, self.handle, dev.id)
 
     def record(self, stream: Stream | None = None) -> Event:
-        """Queue this event on ``stream`` (default: the device's package stream); return self."""
+        """Queue this event on ``stream`` (default: the device's package stream); return self.
+
+        >>> done = Event().record(stream)  # doctest: +SKIP
+        """
         s = self.device.stream if stream is None else stream
         _activate(self.device.id)
         _calls.record_event(self.handle, s.handle)
         return self
 
     def synchronize(self) -> None:
-        """Wait until the work queued before the last `record` has run."""
+        """Wait until the work queued before the last `record` has run.
+
+        >>> Event().record(stream).synchronize()  # doctest: +SKIP
+        """
         _activate(self.device.id)
         _calls.synchronize_event(self.handle)
 
     def elapsed_ms(self, end: Event) -> float:
-        """Milliseconds between this event and ``end`` (both recorded and completed)."""
+        """Milliseconds between this event and ``end`` (both recorded and completed).
+
+        >>> start.elapsed_ms(end)  # doctest: +SKIP
+        0.25
+        """
         return _calls.event_elapsed_time(self.handle, end.handle)
 
     def close(self) -> None:
-        """Destroy the event (idempotent)."""
+        """Destroy the event (idempotent).
+
+        >>> Event().close()  # doctest: +SKIP
+        """
         if self._finalizer is not None:
             fin, self._finalizer = self._finalizer, None
             fin()

@@ -137,23 +137,25 @@ def _floor(d_self: DeviceArray, stream: Stream) -> tuple[Callable[[], None], str
     ffi = _calls.bound().ffi  # type: ignore[union-attr]
     ws = ffi.cast("void *", call._workspace.ptr if call._workspace is not None else 0)
     size, s = call._size, ffi.cast("void *", stream.handle)
-    phase2 = fns["aclnnInplaceQuantScatter"]
+    name = "aclnnInplaceQuantScatterV2" if call._v2 else "aclnnInplaceQuantScatter"
+    phase2 = fns[name]
     if call._executor is not None:
         executor = call._executor
 
         def floor() -> None:
             phase2(ws, size, executor, s)
 
-        return floor, "aclnnInplaceQuantScatter (repeatable executor)"
-    phase1 = fns["aclnnInplaceQuantScatterGetWorkspaceSize"]
+        return floor, f"{name} (repeatable executor)"
+    phase1 = fns[name + "GetWorkspaceSize"]
     t, p = call._tensors, call.plan
+    extra = (ffi.new("char[]", b"rint"),) if call._v2 else ()
     out_size, out_exec = ffi.new("uint64_t *"), ffi.new("aclOpExecutor **")
 
     def floor_two_phase() -> None:
-        phase1(t[0], t[1], t[2], t[3], t[4], p.axis, p.quant_axis, 1, out_size, out_exec)
+        phase1(t[0], t[1], t[2], t[3], t[4], p.axis, p.quant_axis, 1, *extra, out_size, out_exec)
         phase2(ws, out_size[0], out_exec[0], s)
 
-    return floor_two_phase, "aclnnInplaceQuantScatterGetWorkspaceSize + aclnnInplaceQuantScatter"
+    return floor_two_phase, f"{name}GetWorkspaceSize + {name}"
 
 
 def _transfer(counters: Counters) -> dict[str, Any]:
