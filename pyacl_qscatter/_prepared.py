@@ -15,7 +15,7 @@ from . import _calls
 from .contract import Plan
 from .errors import CannError, InvalidValueError
 from .memory import Block, DeviceArray, allocator_for
-from .runtime import ARRAYS, EXECUTORS, Stream, _activate, ensure_current, ensure_runtime, track
+from .runtime import ARRAYS, EXECUTORS, Stream, _activate, _tls, ensure_runtime, track
 
 __all__ = ["Prepared"]
 
@@ -56,6 +56,7 @@ class Prepared:
         self.dead = False  # set first thing by close(): a dead call never launches again
         self.reuse = reuse and cann.caps.repeatable_executor
         self._v2 = plan.product.v2 and cann.caps.v2
+        self._phase2 = _calls.quant_scatter_v2 if self._v2 else _calls.quant_scatter
         self.device_id = stream.device.id
         self._workspace: Block | None = None
         self._workspace_finalizer: Any = None
@@ -92,10 +93,7 @@ class Prepared:
 
     def _launch(self, executor: Any) -> None:
         ws = self._workspace.ptr if self._workspace is not None else 0
-        if self._v2:
-            _calls.quant_scatter_v2(ws, self._size, executor, self.stream.handle)
-        else:
-            _calls.quant_scatter(ws, self._size, executor, self.stream.handle)
+        self._phase2(ws, self._size, executor, self.stream.handle)
 
     def run(self) -> None:
         """Queue the op on the stream (phase 2 only when a repeatable executor is held).
@@ -106,9 +104,10 @@ class Prepared:
             if self.dead:
                 raise InvalidValueError("closed", "self", "this prepared call was released: an array or the "
                                         "stream it used was closed")
-            ensure_current(self.device_id)
+            if getattr(_tls, "current", None) != self.device_id:
+                _activate(self.device_id)
             if self._executor is not None:
-                (_calls.quant_scatter_v2 if self._v2 else _calls.quant_scatter)(*self._launch_args)
+                self._phase2(*self._launch_args)
                 return
             size, executor = self._phase1()
             try:

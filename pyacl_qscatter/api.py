@@ -146,14 +146,11 @@ def quant_scatter_(
     (True, np.int8(3), np.int8(3))
     """
     if (not check_indices and backend is None and type(self).__name__ == "DeviceArray" and type(axis) is int
-            and type(quant_axis) is int):
+            and type(quant_axis) is int and type(reduce) is str):
         # Steady state of a device-resident call: the same arrays as a prepared call (see npu.prepared_key).
-        try:
-            call = cast(Any, self)._prepared.get((id(indices), id(updates), id(quant_scales), id(quant_zero_points),
-                                                  axis, quant_axis, reduce, id(stream)))
-        except TypeError:  # an unhashable axis, quant_axis or reduce: the checked path reports it
-            call = None
-        if call is not None and call.valid():
+        call = cast(Any, self)._prepared.get((id(indices), id(updates), id(quant_scales), id(quant_zero_points),
+                                              axis, quant_axis, reduce, id(stream)))
+        if call is not None and not call.dead:
             call.run()
             return self
     if _is_device(self) or any(_is_device(v) for v in (indices, updates, quant_scales, quant_zero_points)):

@@ -162,15 +162,6 @@ def close_all(items: Iterable[Any]) -> None:
         raise failure
 
 
-def ensure_current(device_id: int) -> None:
-    """Cheap check before a launch: activate ``device_id`` only if another context is current here.
-
-    >>> ensure_current(0)  # doctest: +SKIP
-    """
-    if getattr(_tls, "current", None) != device_id:
-        _activate(device_id)
-
-
 class Device:
     """One Ascend device of this process (one object per id): the factory for streams and memory.
 
