@@ -10,6 +10,7 @@ COMMANDS = {
     "info": "version, backends, where CANN was found (or everything tried)",
     "bench": "measure throughput and host overhead, side by side in one run",
     "selftest": "every conformance case on the device against the reference (run this first on hardware)",
+    "stress": "fuzzing, injected faults, threads and a long run: results, leaks and memory growth",
 }
 
 
