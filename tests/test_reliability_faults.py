@@ -264,6 +264,18 @@ def check_error(err: BaseException, symbol: str, code: int) -> list[str]:
     return problems
 
 
+_FULLY_SWEPT: set[str] = set()  # symbols that already failed with every class in this session
+
+
+def _codes_for(symbol: str, codes: tuple[int, ...], n: int) -> tuple[int, ...]:
+    """Every class the first time a symbol is swept (and always under PYACL_QSCATTER_FUZZ=long); one class,
+    in turn, when another scenario reaches the same call again."""
+    if LONG or symbol not in _FULLY_SWEPT:
+        _FULLY_SWEPT.add(symbol)
+        return codes
+    return (codes[n % len(codes)],)
+
+
 def sweep(emu: Emu, name: str, codes: tuple[int, ...]) -> tuple[int, list[str]]:
     """Inject every code into every call of scenario ``name``; return (faults injected, problems)."""
     scenario = SCENARIOS[name]
@@ -272,8 +284,8 @@ def sweep(emu: Emu, name: str, codes: tuple[int, ...]) -> tuple[int, list[str]]:
     problems: list[str] = []
     injected = 0
     detected = emu.stat("errors_detected")
-    for symbol in symbols:
-        for code in codes:
+    for n, symbol in enumerate(symbols):
+        for code in _codes_for(symbol, codes, n):
             where = f"{name}/{symbol}/{code}"
             start = settle(emu)
             state = scenario.setup()
@@ -326,7 +338,7 @@ def sweep(emu: Emu, name: str, codes: tuple[int, ...]) -> tuple[int, list[str]]:
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_fault_sweep(dev: Device, emu: Emu, name: str) -> None:
     injected, problems = sweep(emu, name, FAULT_CODES)
-    assert injected >= 2 * len(FAULT_CODES)
+    assert injected > 0
     assert not problems, "\n".join(problems)
 
 
