@@ -177,7 +177,12 @@ def make_case(ch: Chooser) -> FuzzCase:
     for _ in range(ch.pick((0, 0, 1, 1, 2, 3))):
         name = ch.pick(tuple(MUTATIONS))
         case.notes.append(name)
-        MUTATIONS[name](case, ch, rng)
+        try:
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                MUTATIONS[name](case, ch, rng)
+        except (ValueError, TypeError, IndexError, OverflowError):  # an earlier mutation left nothing to mutate
+            case.notes[-1] += " (not applicable)"
     for name in OPERANDS:
         case.layout.setdefault(name, ch.pick(("c", "c", "c", "strided", "fortran", "readonly")))
         case.placement[name] = ch.pick(("device", "device_view") if name == "self" else
@@ -264,7 +269,7 @@ def _overlap(case: FuzzCase, ch: Chooser, rng: np.random.Generator) -> None:
     idx = case.values["indices"]
     upd = case.values["updates"]
     a = _axis(case)
-    if isinstance(idx, np.ndarray) and idx.ndim == 2 and idx.shape[0] >= 2 and a is not None:
+    if isinstance(idx, np.ndarray) and idx.ndim == 2 and idx.shape[0] >= 2 and idx.shape[1] >= 2 and a is not None:
         block = _shape(upd)[a] if len(_shape(upd)) > a else 1
         idx = idx.copy()
         idx[1] = idx[0]
