@@ -8,7 +8,6 @@ those figures are then reported as None with the reason.
 
 from __future__ import annotations
 
-import ctypes
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,37 +15,20 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from .. import _calls, _loader
+from .. import _calls
 from ..api import quant_scatter_
 from ..memory import DeviceArray
 from ..runtime import Device, Event, Stream
+from .probe import Probe
 from .seed import seed_inputs
 
 DECODE = {"batch": 24, "seq": 4096, "dim": 1024}
 
 
-class Counters:
-    """The loaded runtime's ``emuGetStat`` counters, if it exports them (None otherwise)."""
-
-    def __init__(self, cann: _loader.Cann) -> None:
-        lib = ctypes.CDLL(cann.paths["rt"])
-        self._get = getattr(lib, "emuGetStat", None)
-        if self._get is not None:
-            self._get.restype = ctypes.c_int64
-            self._get.argtypes = [ctypes.c_char_p]
-        self.symbols = sorted(cann.functions)
-
-    @property
-    def available(self) -> bool:
-        return self._get is not None
-
-    def stat(self, name: str) -> int:
-        assert self._get is not None
-        return int(self._get(name.encode()))
-
-    def snapshot(self) -> dict[str, int]:
-        names = ["bytes_h2d", "bytes_d2h"] + [f"calls:{s}" for s in self.symbols]
-        return {n: self.stat(n) for n in names}
+def _snapshot(probe: Probe, symbols: list[str]) -> dict[str, int]:
+    """Traffic and per-symbol call counters (missing ones as 0)."""
+    names = ["bytes_h2d", "bytes_d2h"] + [f"calls:{s}" for s in symbols]
+    return {n: probe.stat(n) or 0 for n in names}
 
 
 def _interleaved_best(ours: Callable[[], None], floor: Callable[[], None], calls: int, rounds: int,
@@ -70,7 +52,8 @@ def npu_figures(calls: int = 1000, rounds: int = 5) -> dict[str, Any]:
     True
     """
     cann = _calls.bind()
-    counters = Counters(cann)
+    probe = Probe(cann.paths["rt"])
+    symbols = sorted(cann.functions)
     dev = Device.current()
     rng = np.random.default_rng(0)
     b, seq, dim = DECODE["batch"], DECODE["seq"], DECODE["dim"]
@@ -84,17 +67,17 @@ def npu_figures(calls: int = 1000, rounds: int = 5) -> dict[str, Any]:
                   DeviceArray.from_numpy(rng.uniform(0.1, 1, dim).astype(ml_dtypes.bfloat16), stream=stream),
                   DeviceArray.from_numpy(rng.uniform(0, 1, dim).astype(ml_dtypes.bfloat16), stream=stream)]
         try:
-            figures.update(_overhead(arrays, stream, calls, rounds, counters))
+            figures.update(_overhead(arrays, stream, calls, rounds, probe, symbols))
         finally:
             stream.synchronize()
             for arr in arrays:
                 arr.close()
-    figures.update(_transfer(counters))
+    figures.update(_transfer(probe, symbols))
     return figures
 
 
-def _overhead(arrays: list[DeviceArray], stream: Stream, calls: int, rounds: int,
-              counters: Counters) -> dict[str, Any]:
+def _overhead(arrays: list[DeviceArray], stream: Stream, calls: int, rounds: int, probe: Probe,
+              symbols: list[str]) -> dict[str, Any]:
     d_self, d_idx, d_upd, d_sc, d_zp = arrays
 
     def ours() -> None:
@@ -103,7 +86,7 @@ def _overhead(arrays: list[DeviceArray], stream: Stream, calls: int, rounds: int
     for _ in range(10):  # reach the steady state: prepared call, cached blocks
         ours()
     stream.synchronize()
-    before = counters.snapshot() if counters.available else {}
+    before = _snapshot(probe, symbols) if probe.counters else {}
     start, end = Event(stream.device), Event(stream.device)
     start.record(stream)
     for _ in range(calls):
@@ -113,15 +96,14 @@ def _overhead(arrays: list[DeviceArray], stream: Stream, calls: int, rounds: int
     figures: dict[str, Any] = {"device_us_per_call": start.elapsed_ms(end) * 1e3 / calls}
     start.close()
     end.close()
-    if counters.available:
-        after = counters.snapshot()
+    if probe.counters:
+        after = _snapshot(probe, symbols)
         per = {k: (after[k] - before[k]) / calls for k in after}
         figures["mallocs_per_call"] = per["calls:aclrtMalloc"]
         figures["descriptors_per_call"] = per["calls:aclCreateTensor"]
         figures["c_calls_per_call"] = sum(v for k, v in per.items() if k.startswith("calls:"))
     else:
-        figures.update(mallocs_per_call=None, descriptors_per_call=None, c_calls_per_call=None,
-                       counters="the toolkit exports no introspection counters (a real CANN)")
+        figures.update(mallocs_per_call=None, descriptors_per_call=None, c_calls_per_call=None, counters=probe.why)
     floor, what = _floor(d_self, stream)
     t_ours, t_floor = _interleaved_best(ours, floor, calls, rounds, stream.synchronize)
     figures.update(overhead_us=t_ours * 1e6, floor_us=t_floor * 1e6, overhead_ratio=t_ours / t_floor,
@@ -158,14 +140,14 @@ def _floor(d_self: DeviceArray, stream: Stream) -> tuple[Callable[[], None], str
     return floor_two_phase, f"{name}GetWorkspaceSize + {name}"
 
 
-def _transfer(counters: Counters) -> dict[str, Any]:
+def _transfer(probe: Probe, symbols: list[str]) -> dict[str, Any]:
     x = seed_inputs()
     minimum = sum(x[k].nbytes for k in ("indices", "updates", "quant_scales", "quant_zero_points"))
     minimum += x["updates"].size  # the written int8 blocks come back
-    if not counters.available:
+    if not probe.counters:
         return {"transfer_ratio": None, "transfer_min_bytes": minimum}
-    before = counters.snapshot()
+    before = _snapshot(probe, symbols)
     quant_scatter_(x["self"], x["indices"], x["updates"], x["quant_scales"], x["quant_zero_points"], backend="npu")
-    after = counters.snapshot()
+    after = _snapshot(probe, symbols)
     moved = after["bytes_h2d"] - before["bytes_h2d"] + after["bytes_d2h"] - before["bytes_d2h"]
     return {"transfer_ratio": moved / minimum, "transfer_bytes": moved, "transfer_min_bytes": minimum}
