@@ -507,3 +507,24 @@ def test_a_failed_call_releases_what_it_allocated_at_once(dev: Device, emu: Emu,
         emu.reset()
         assert info.value.function == symbol
         assert settle(emu) == start  # the exception is still held here, as a logger would hold it
+
+
+ACTIVE_SCRIPT = CHILD_PROLOGUE + r"""
+import pyacl_qscatter as qs
+try:
+    REPORT["choice"] = list(qs.active_backend())
+except Exception as exc:
+    REPORT["raised"] = f"{type(exc).__name__}: {exc}"
+_print_report()
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="npu.npu_status reads Device(0).soc_name outside its try, so a failing "
+                   "aclrtSetDevice escapes the function documented never to raise (reported to the lead)")
+def test_the_automatic_choice_survives_a_device_that_fails_to_start(emulator_root: Path) -> None:
+    out = run_script(ACTIVE_SCRIPT, emulator_root, CANN_EMU_FAIL="aclrtSetDevice:1:507000")
+    assert out.returncode == 0, out.stderr
+    result = report(out)
+    assert "raised" not in result, result["raised"]
+    name, reason = result["choice"]
+    assert name == "cpu" and "aclrtSetDevice" in reason

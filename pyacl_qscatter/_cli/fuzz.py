@@ -64,11 +64,19 @@ class RandomChooser:
         self.rng = np.random.default_rng(seed)
 
     def integer(self, low: int, high: int) -> int:
-        """An int in ``[low, high]``."""
+        """An int in ``[low, high]``.
+
+        >>> RandomChooser(0).integer(5, 5)
+        5
+        """
         return int(self.rng.integers(low, high, endpoint=True))
 
     def pick(self, options: Sequence[T]) -> T:
-        """One of ``options``."""
+        """One of ``options``.
+
+        >>> RandomChooser(0).pick(["only"])
+        'only'
+        """
         return options[int(self.rng.integers(len(options)))]
 
 
@@ -382,7 +390,12 @@ MUTATIONS: dict[str, Callable[[FuzzCase, Chooser, np.random.Generator], None]] =
 
 
 def host_operand(value: Any, layout: str) -> tuple[Any, Array | None, Any]:
-    """``value`` in ``layout``: (what to pass, the base array of a strided view or None, the view's slices)."""
+    """``value`` in ``layout``: (what to pass, the base array of a strided view or None, the view's slices).
+
+    >>> view, base, _ = host_operand(np.arange(3, dtype=np.int8), "strided")
+    >>> view.tolist(), base.shape, view.flags.c_contiguous
+    ([0, 1, 2], (7,), False)
+    """
     if not isinstance(value, np.ndarray):
         return value, None, None
     if layout == "list":

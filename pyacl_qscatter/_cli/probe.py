@@ -87,40 +87,67 @@ class Probe:
 
     @property
     def counters(self) -> bool:
-        """True when counters can be read."""
+        """True when counters can be read.
+
+        >>> Probe(None).counters
+        False
+        """
         return self._get is not None
 
     @property
     def faults(self) -> bool:
-        """True when faults can be injected (and dropped again)."""
+        """True when faults can be injected (and dropped again).
+
+        >>> Probe(None).faults
+        False
+        """
         return self._inject is not None and self._reset is not None and self._get is not None
 
     def stat(self, name: str) -> int | None:
-        """One counter, or None when there are no counters (or the name is unknown)."""
+        """One counter, or None when there are no counters (or the name is unknown).
+
+        >>> Probe(None).stat("live_device_blocks") is None
+        True
+        """
         if self._get is None:
             return None
         value = int(self._get(name.encode()))
         return None if value < 0 else value
 
     def live(self) -> dict[str, int] | None:
-        """Every live-object counter by name, or None."""
+        """Every live-object counter by name, or None.
+
+        >>> Probe(None).live() is None
+        True
+        """
         if self._get is None:
             return None
         return {name: int(self._get(name.encode())) for name in LIVE_COUNTERS}
 
     def detected(self) -> int | None:
-        """Bad writes and uses after free the runtime detected since the process started (None: unknown)."""
+        """Bad writes and uses after free the runtime detected since the process started (None: unknown).
+
+        >>> Probe(None).detected() is None
+        True
+        """
         now = self.stat("errors_detected")
         return None if now is None else now + self._detected_before_reset
 
     def inject(self, symbol: str, nth: int, code: int) -> bool:
-        """Make the ``nth`` call of ``symbol`` from now fail with ``code``; False when that is not possible."""
+        """Make the ``nth`` call of ``symbol`` from now fail with ``code``; False when that is not possible.
+
+        >>> Probe(None).inject("aclrtMalloc", 1, 207001)
+        False
+        """
         if not self.faults:
             return False
         return int(self._inject(symbol.encode(), nth, code)) == 0
 
     def clear_faults(self) -> None:
-        """Drop faults that never fired (this also zeroes the call and traffic counters)."""
+        """Drop faults that never fired (this also zeroes the call and traffic counters).
+
+        >>> Probe(None).clear_faults()
+        """
         if self.faults:
             self._detected_before_reset += self.stat("errors_detected") or 0
             self._reset()
