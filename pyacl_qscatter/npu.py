@@ -45,11 +45,11 @@ def npu_status() -> tuple[bool, str]:
         try:
             cann = ensure_runtime()
             count = Device.count()
+            soc = (Device(0).soc_name or "unknown SoC") if count else ""
         except QScatterError as exc:
             return False, f"CANN loaded but the runtime failed: {exc}"
         if count == 0:
             return False, "CANN loaded but no Ascend device is visible"
-        soc = Device(0).soc_name or "unknown SoC"
         _status_ok = f"CANN at {cann.home or 'the system loader'}, {count} device(s), {soc}"
         return True, _status_ok
 
