@@ -16,7 +16,6 @@ import pytest
 from emulator.emu import Emu
 
 import pyacl_qscatter as qs
-from pyacl_qscatter import npu
 from pyacl_qscatter.errors import InvalidValueError
 from pyacl_qscatter.memory import DeviceArray, allocator_for
 from pyacl_qscatter.runtime import Device, Stream
@@ -24,12 +23,6 @@ from pyacl_qscatter.runtime import Device, Stream
 pytestmark = pytest.mark.emulator
 BF16 = ml_dtypes.bfloat16
 
-
-@pytest.fixture
-def dev(emu: Emu) -> Device:
-    ok, why = npu.npu_status()
-    assert ok, why
-    return Device(0)
 
 
 def inputs(seed: int = 0) -> list[Any]:

@@ -3,7 +3,6 @@ descriptors, workspace and executor, stay bit-exact, fall back cleanly, and rele
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import subprocess
@@ -15,30 +14,17 @@ import ml_dtypes
 import numpy as np
 import pytest
 from emulator.emu import Emu
+from reliability import settle
 
 import pyacl_qscatter as qs
 from pyacl_qscatter import _prepared, npu
 from pyacl_qscatter.errors import InvalidValueError
-from pyacl_qscatter.memory import DeviceArray, allocator_for
+from pyacl_qscatter.memory import DeviceArray
 from pyacl_qscatter.runtime import Device, Stream
 
 pytestmark = pytest.mark.emulator
 BF16 = ml_dtypes.bfloat16
-LIVE = ("live_device_blocks", "live_tensors", "live_executors", "live_streams", "live_events")
 
-
-@pytest.fixture
-def dev(emu: Emu) -> Device:
-    ok, why = npu.npu_status()
-    assert ok, why
-    Device(0).stream  # noqa: B018  (the package's stream exists before counters are read)
-    return Device(0)
-
-
-def settle(emu: Emu) -> dict[str, int]:
-    gc.collect()
-    allocator_for(0).empty_cache()
-    return {k: emu.stat(k) for k in LIVE}
 
 
 def step_inputs(step: int) -> tuple[np.ndarray[Any, Any], ...]:

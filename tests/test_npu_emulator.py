@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from cases import TYPE_KINDS, case_paths, load_case, strided_view
 from emulator.emu import Emu
+from reliability import settle
 
 import pyacl_qscatter as qs
-from pyacl_qscatter import npu
 from pyacl_qscatter.errors import CannError, InvalidDtypeError, InvalidValueError
 from pyacl_qscatter.memory import DeviceArray, allocator_for
 from pyacl_qscatter.runtime import Device, Event, Stream
@@ -25,23 +25,7 @@ pytestmark = pytest.mark.emulator
 VALID = case_paths("valid")
 INVALID = case_paths("invalid")
 BF16 = ml_dtypes.bfloat16
-LIVE = ("live_device_blocks", "live_tensors", "live_executors", "live_streams", "live_events", "live_host_blocks")
 
-
-@pytest.fixture
-def dev(emu: Emu) -> Device:
-    ok, why = npu.npu_status()
-    assert ok, why
-    Device(0).stream  # noqa: B018  (create the package's stream before any counter is read)
-    return Device(0)
-
-
-def settle(emu: Emu) -> dict[str, int]:
-    """Drop the package's cached blocks, then read the live counters."""
-    for alloc_dev in range(Device.count()):
-        if alloc_dev in Device._instances:
-            allocator_for(alloc_dev).empty_cache()
-    return {k: emu.stat(k) for k in LIVE}
 
 
 def small_inputs(seed: int = 0, batch: int = 4, rows: int = 1) -> tuple[Any, ...]:

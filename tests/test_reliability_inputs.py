@@ -14,19 +14,12 @@ import pytest
 from emulator.emu import Emu
 
 import pyacl_qscatter as qs
-from pyacl_qscatter import npu
 from pyacl_qscatter.errors import InvalidDtypeError, InvalidValueError
 from pyacl_qscatter.memory import DeviceArray
 from pyacl_qscatter.runtime import Device
 
 BF16 = ml_dtypes.bfloat16
 
-
-@pytest.fixture
-def dev(emu: Emu) -> Device:
-    ok, why = npu.npu_status()
-    assert ok, why
-    return Device(0)
 
 
 def inputs(seed: int = 0) -> tuple[np.ndarray[Any, Any], ...]:

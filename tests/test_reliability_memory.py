@@ -14,7 +14,6 @@ from emulator.emu import Emu
 from reliability import settle
 
 import pyacl_qscatter as qs
-from pyacl_qscatter import npu
 from pyacl_qscatter.errors import CannOutOfMemoryError, QScatterError
 from pyacl_qscatter.memory import DeviceArray, allocator_for
 from pyacl_qscatter.runtime import Device
@@ -23,13 +22,6 @@ pytestmark = pytest.mark.emulator
 BF16 = ml_dtypes.bfloat16
 MIB = 1 << 20
 
-
-@pytest.fixture
-def dev(emu: Emu) -> Device:
-    ok, why = npu.npu_status()
-    assert ok, why
-    Device(0).stream  # noqa: B018
-    return Device(0)
 
 
 def call_inputs(rows: int, seed: int = 0) -> tuple[np.ndarray[Any, Any], ...]:

@@ -16,7 +16,6 @@ from emulator.emu import Emu
 from reliability import settle
 
 import pyacl_qscatter as qs
-from pyacl_qscatter import npu
 from pyacl_qscatter.memory import DeviceArray
 from pyacl_qscatter.runtime import Device, Event, Stream
 
@@ -25,13 +24,6 @@ BF16 = ml_dtypes.bfloat16
 THREADS, CALLS = 8, 500
 JOIN_TIMEOUT = 300.0  # seconds: far beyond the few seconds a run takes; only a deadlock reaches it
 
-
-@pytest.fixture
-def dev(emu: Emu) -> Device:
-    ok, why = npu.npu_status()
-    assert ok, why
-    Device(0).stream  # noqa: B018
-    return Device(0)
 
 
 def work(seed: int, shared: Stream | None, results: dict[int, Any]) -> None:
