@@ -10,11 +10,12 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pytest
 from emulator.emu import OPERANDS, CannLibs, Case, Emu, load_case, place
+from emulator.fixtures import Rt
 
 pytestmark = pytest.mark.emulator
 
@@ -38,27 +39,10 @@ INVALID_CODES = {
 }
 
 
-class Rt(NamedTuple):
-    c: CannLibs
-    stream: Any
-
-
 @pytest.fixture(autouse=True)
 def default_product(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("CANN_EMU_SOC", "CANN_EMU_WORKSPACE_BYTES", "CANN_EMU_DEVICE_MEMORY", "CANN_EMU_DEVICE_COUNT"):
         monkeypatch.delenv(var, raising=False)
-
-
-@pytest.fixture
-def rt(emulator_cann: CannLibs) -> Iterator[Rt]:
-    c = emulator_cann
-    c.init()
-    c.set_device(0)
-    stream = c.create_stream()
-    yield Rt(c, stream)
-    c.check(c.rt.aclrtDestroyStream(stream), "aclrtDestroyStream")
-    c.rt.aclrtResetDevice(0)
-    c.last_error()
 
 
 # -- reference for generated cases (float32 throughout, as the spec says) --

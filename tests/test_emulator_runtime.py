@@ -12,13 +12,13 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pytest
 from emulator.emu import INCLUDE, LIVE_COUNTERS, OPERANDS, CannError, CannLibs, Emu, load_case
+from emulator.fixtures import Rt
 
 pytestmark = pytest.mark.emulator
 
@@ -28,27 +28,10 @@ H2D, D2H, D2D = 1, 2, 3
 RT_PARAM, CONTEXT_NULL, BAD_DEVICE, NO_MEMORY, AICORE = 107000, 107002, 107001, 207001, 507015
 
 
-class Rt(NamedTuple):
-    c: CannLibs
-    stream: Any
-
-
 @pytest.fixture(autouse=True)
 def default_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("CANN_EMU_SOC", "CANN_EMU_WORKSPACE_BYTES", "CANN_EMU_DEVICE_MEMORY", "CANN_EMU_DEVICE_COUNT"):
         monkeypatch.delenv(var, raising=False)
-
-
-@pytest.fixture
-def rt(emulator_cann: CannLibs) -> Iterator[Rt]:
-    c = emulator_cann
-    c.init()
-    c.set_device(0)
-    stream = c.create_stream()
-    yield Rt(c, stream)
-    c.check(c.rt.aclrtDestroyStream(stream), "aclrtDestroyStream")
-    c.rt.aclrtResetDevice(0)
-    c.last_error()
 
 
 def fails_with(c: CannLibs, code: int, want: int, *words: str) -> str:

@@ -15,14 +15,23 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import pytest
 from emulator.build import BuildError, build
 from emulator.emu import CannLibs, Emu
 
-__all__ = ["build_or_skip", "emu", "emulator_cann", "emulator_root", "emulator_variant"]
+__all__ = [
+    "Rt",
+    "build_or_skip",
+    "emu",
+    "emulator_cann",
+    "emulator_root",
+    "emulator_variant",
+    "rt",
+]
 
 REQUIRE_ENV = "PYACL_QSCATTER_REQUIRE_EMULATOR"
 
@@ -63,6 +72,25 @@ def emulator_variant(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., 
         return built[key]
 
     return variant
+
+
+class Rt(NamedTuple):
+    """The raw C interface (no package) with an initialised device 0 and a stream of its own."""
+
+    c: CannLibs
+    stream: Any
+
+
+@pytest.fixture
+def rt(emulator_cann: CannLibs) -> Iterator[Rt]:
+    c = emulator_cann
+    c.init()
+    c.set_device(0)
+    stream = c.create_stream()
+    yield Rt(c, stream)
+    c.check(c.rt.aclrtDestroyStream(stream), "aclrtDestroyStream")
+    c.rt.aclrtResetDevice(0)
+    c.last_error()
 
 
 @pytest.fixture(scope="session")
