@@ -68,5 +68,8 @@ def select_backend(backend: str | None) -> str:
     if name == "npu":
         ok, why = backend_status("npu")
         if not ok:
-            raise BackendUnavailableError(f"backend 'npu' is not available: {why}")
+            from .npu import last_status_failure
+
+            # The CANN error (its class, code and message) stays reachable as __cause__.
+            raise BackendUnavailableError(f"backend 'npu' is not available: {why}") from last_status_failure()
     return name

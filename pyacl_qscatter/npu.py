@@ -22,11 +22,12 @@ from .errors import CannError, InvalidValueError, QScatterError
 from .memory import D2D, D2H, H2D, DeviceArray, close_on_error
 from .runtime import Device, Stream, _activate, close_all, ensure_runtime
 
-__all__ = ["copy_device", "launch", "npu_status", "run_device", "run_host"]
+__all__ = ["copy_device", "last_status_failure", "launch", "npu_status", "run_device", "run_host"]
 
 Array = np.ndarray[Any, Any]
 _status_lock = threading.Lock()
 _status_ok: str | None = None
+_status_failure = threading.local()  # the exception behind this thread's last failed status, for chaining
 
 
 def npu_status() -> tuple[bool, str]:
@@ -47,11 +48,23 @@ def npu_status() -> tuple[bool, str]:
             count = Device.count()
             soc = (Device(0).soc_name or "unknown SoC") if count else ""
         except QScatterError as exc:
+            _status_failure.error = exc
             return False, f"CANN loaded but the runtime failed: {exc}"
         if count == 0:
             return False, "CANN loaded but no Ascend device is visible"
         _status_ok = f"CANN at {cann.home or 'the system loader'}, {count} device(s), {soc}"
         return True, _status_ok
+
+
+def last_status_failure() -> BaseException | None:
+    """The CANN error behind this thread's last failed `npu_status`, if it was one (then cleared).
+
+    >>> last_status_failure() is None or isinstance(last_status_failure(), Exception)
+    True
+    """
+    error: BaseException | None = getattr(_status_failure, "error", None)
+    _status_failure.error = None
+    return error
 
 
 def launch(plan: Plan, arrays: tuple[DeviceArray | None, ...], stream: Stream) -> None:

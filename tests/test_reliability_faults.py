@@ -421,8 +421,11 @@ def attempt():
 try:
     REPORT["first_ok"] = bool(np.array_equal(attempt(), expected))
 except qs.QScatterError as exc:
+    cause = exc.__cause__
     REPORT["error"] = {"mro": [c.__name__ for c in type(exc).__mro__], "code": getattr(exc, "code", None),
-                       "function": getattr(exc, "function", None), "text": str(exc)}
+                       "function": getattr(exc, "function", None), "text": str(exc),
+                       "cause": None if cause is None else [type(cause).__name__, getattr(cause, "function", None),
+                                                            getattr(cause, "code", None)]}
 REPORT["second_ok"] = bool(np.array_equal(attempt(), expected))
 REPORT["soc"] = Device(0).soc_name
 REPORT["live"] = live()
@@ -460,10 +463,12 @@ def _check_start(symbol: str, code: int, api: str, result: dict[str, Any]) -> li
         return [*problems, f"{where}: no exception"]
     if f"emulated fault injected into {symbol}" not in error["text"]:
         problems.append(f"{where}: CANN's message missing: {error['text']}")
-    npu_probe = api == "numpy" and symbol in ("aclInit", "aclrtGetDeviceCount")
-    if npu_probe:  # backend="npu" asks npu_status, which reports why the backend cannot run
+    npu_probe = api == "numpy" and symbol in ("aclInit", "aclrtGetDeviceCount", "aclrtSetDevice")
+    if npu_probe:  # backend="npu" asks npu_status (which sets the device), which reports why it cannot run
         if "BackendUnavailableError" not in error["mro"]:
             problems.append(f"{where}: {error['mro'][0]}")
+        elif error.get("cause") != [EXPECTED[code].__name__, symbol, code]:
+            problems.append(f"{where}: cause {error.get('cause')}")
     elif error["mro"][0] != EXPECTED[code].__name__ or (error["function"], error["code"]) != (symbol, code):
         problems.append(f"{where}: {error['mro'][0]} {error['function']} {error['code']}")
     return problems
