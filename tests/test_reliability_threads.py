@@ -16,6 +16,7 @@ from emulator.emu import Emu
 from reliability import settle
 
 import pyacl_qscatter as qs
+from pyacl_qscatter._cli.stress import mixed_device_call
 from pyacl_qscatter.memory import DeviceArray
 from pyacl_qscatter.runtime import Device, Event, Stream
 
@@ -40,21 +41,8 @@ def work(seed: int, shared: Stream | None, results: dict[int, Any]) -> None:
         for i in range(CALLS):
             idx = rng.permutation(8)[:2].astype(np.int32)
             upd = rng.uniform(-4, 4, (2, 1, 32)).astype(BF16)
-            kind = i % 4
-            if kind == 0:
-                qs.quant_scatter_(d, idx, upd, sc, stream=stream)
-            elif kind == 1:
-                d_idx.copy_from(idx, stream=stream)
-                d_upd.copy_from(upd, stream=stream)
-                qs.quant_scatter_(d, d_idx, d_upd, d_sc, stream=stream, check_indices=False)
-            elif kind == 2:
-                with DeviceArray.from_numpy(upd, stream=stream) as d_new:
-                    qs.quant_scatter_(d, idx, d_new, sc, stream=stream)
-            else:
-                fresh = qs.quant_scatter(d, idx, upd, sc, stream=stream)
-                assert isinstance(fresh, DeviceArray)
-                d.close()
-                d = fresh
+            d = mixed_device_call(i, d, (d_idx, d_upd, d_sc), idx, upd, sc, stream)
+            assert isinstance(d, DeviceArray) and not d.closed
             qs.quant_scatter_(through_npu, idx, upd, sc, backend="npu")
             qs.quant_scatter_(host, idx, upd, sc, backend="cpu")
             if i % 50 == 49:  # streams and events made and destroyed while the others work

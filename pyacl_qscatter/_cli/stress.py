@@ -461,6 +461,34 @@ def threads(probe: Probe, n_threads: int, calls: int, timeout: float = 600) -> d
             "detected": None if after is None or detected is None else after - detected}
 
 
+def mixed_device_call(i: int, d: Any, buffers: tuple[Any, Any, Any], idx: Any, upd: Any, sc: Any,
+                      stream: Any) -> Any:
+    """Call ``i`` of the thread workload on device self ``d``, by ``i % 4``: host inputs with checked
+    indices; the steady-state path on the fixed device ``buffers`` (indices, updates, scales); a device
+    array made and closed per call; out of place, the new array replacing ``d``. Returns the self to use next.
+
+    >>> d = mixed_device_call(1, d, (d_idx, d_upd, d_sc), idx, upd, sc, stream)  # doctest: +SKIP
+    """
+    from ..memory import DeviceArray
+
+    kind = i % 4
+    if kind == 0:
+        quant_scatter_(d, idx, upd, sc, stream=stream)
+    elif kind == 1:
+        d_idx, d_upd, d_sc = buffers
+        d_idx.copy_from(idx, stream=stream)
+        d_upd.copy_from(upd, stream=stream)
+        quant_scatter_(d, d_idx, d_upd, d_sc, stream=stream, check_indices=False)
+    elif kind == 2:
+        with DeviceArray.from_numpy(upd, stream=stream) as d_new:
+            quant_scatter_(d, idx, d_new, sc, stream=stream)
+    else:
+        fresh = quant_scatter(d, idx, upd, sc, stream=stream)
+        d.close()
+        d = fresh
+    return d
+
+
 def _thread_work(seed: int, calls: int, shared: Any, errors: list[str], mismatches: list[int],
                  lock: threading.Lock) -> None:
     from ..memory import DeviceArray
@@ -479,20 +507,7 @@ def _thread_work(seed: int, calls: int, shared: Any, errors: list[str], mismatch
         for i in range(calls):
             idx = rng.permutation(8)[:2].astype(np.int32)
             upd = rng.uniform(-4, 4, (2, 1, 32)).astype(BF16)
-            kind = i % 4
-            if kind == 0:  # host inputs, checked indices
-                quant_scatter_(d, idx, upd, sc, stream=stream)
-            elif kind == 1:  # the steady-state path on fixed device buffers
-                d_idx.copy_from(idx, stream=stream)
-                d_upd.copy_from(upd, stream=stream)
-                quant_scatter_(d, d_idx, d_upd, d_sc, stream=stream, check_indices=False)
-            elif kind == 2:  # a device array made and closed per call
-                with DeviceArray.from_numpy(upd, stream=stream) as d_new:
-                    quant_scatter_(d, idx, d_new, sc, stream=stream)
-            else:  # out of place: a new array replaces the old one
-                fresh = quant_scatter(d, idx, upd, sc, stream=stream)
-                d.close()
-                d = fresh
+            d = mixed_device_call(i, d, (d_idx, d_upd, d_sc), idx, upd, sc, stream)
             quant_scatter_(through_npu, idx, upd, sc, backend="npu")
             quant_scatter_(host, idx, upd, sc, backend="cpu")
         bad = int(not np.array_equal(d.to_numpy(stream=stream), host)) + int(not np.array_equal(through_npu, host))
