@@ -75,14 +75,6 @@ class Prepared:
                     arr.block.use_on(stream.handle)
         stream._calls.add(self)
 
-    def valid(self) -> bool:
-        """False once closed (one of its arrays or its stream was closed, or it was evicted).
-
-        >>> call.valid()  # doctest: +SKIP
-        True
-        """
-        return not self.dead
-
     def _phase1(self) -> tuple[int, Any]:
         t, p = self._tensors, self.plan
         if self._v2:

@@ -153,7 +153,7 @@ def quant_scatter_(
         if call is not None and not call.dead:
             call.run()
             return self
-    if _is_device(self) or any(_is_device(v) for v in (indices, updates, quant_scales, quant_zero_points)):
+    if any(_is_device(v) for v in (self, indices, updates, quant_scales, quant_zero_points)):
         return _device_call(self, indices, updates, quant_scales, quant_zero_points, axis, quant_axis, reduce,
                             backend, True, stream, check_indices)
     _no_stream(stream)
@@ -188,7 +188,7 @@ def quant_scatter(
     >>> int(cache.sum()), int(new[0, 1].sum())
     (0, 32)
     """
-    if _is_device(self) or any(_is_device(v) for v in (indices, updates, quant_scales, quant_zero_points)):
+    if any(_is_device(v) for v in (self, indices, updates, quant_scales, quant_zero_points)):
         return _device_call(self, indices, updates, quant_scales, quant_zero_points, axis, quant_axis, reduce,
                             backend, False, stream, check_indices)
     _no_stream(stream)

@@ -22,7 +22,7 @@ import numpy as np
 from . import _calls
 from .dtypes import ACL_DTYPE, dtype_name
 from .errors import CannError, CannOutOfMemoryError, InvalidDtypeError, InvalidValueError
-from .runtime import ARRAYS, CACHES, Device, Stream, _activate, close_all, is_open_stream, track
+from .runtime import ARRAYS, CACHES, Device, Stream, _activate, call_each, close_all, is_open_stream, track
 
 __all__ = ["CachingAllocator", "DeviceArray", "allocator_for"]
 
@@ -60,18 +60,6 @@ class Block:
             _activate(self.device_id)
             _calls.synchronize_stream(self.stream)
             self.streams.add(stream)
-
-
-def _free_all(ptrs: list[int]) -> None:
-    """aclrtFree every pointer even if one fails (the caller synchronised first); then raise the first."""
-    failure: CannError | None = None
-    for ptr in ptrs:
-        try:
-            _calls.free(ptr)
-        except CannError as exc:
-            failure = failure or exc
-    if failure is not None:
-        raise failure
 
 
 class CachingAllocator:
@@ -140,7 +128,7 @@ class CachingAllocator:
             taken = [(p, k[1]) for k in keys for p in self._free.pop(k)]
             self.cached_bytes -= sum(size for _, size in taken)
         _activate(self.device_id)
-        _free_all([p for p, _ in taken])
+        call_each(_calls.free, [p for p, _ in taken])
 
     def empty_cache(self) -> None:
         """Free every cached block: take them off the cache, wait for the device, then free them (a block
@@ -161,7 +149,7 @@ class CachingAllocator:
                     self._free[key].append(p)
                     self.cached_bytes += key[1]
             raise
-        _free_all([p for _, p in taken])
+        call_each(_calls.free, [p for _, p in taken])  # the device was synchronised
 
 
 _allocators: dict[int, CachingAllocator] = {}

@@ -192,7 +192,7 @@ def run_device(self_: DeviceArray, indices: Any, updates: Any, scales: Any, zero
     key = prepared_key(indices, updates, scales, zero_points, axis, quant_axis, reduce, stream)
     # Only exact ints hit the cache: True or 1.0 compare equal to 1 but must meet the contract's checks.
     call = self_._prepared.get(key) if type(axis) is int and type(quant_axis) is int else None
-    if call is not None and call.valid():
+    if call is not None and not call.dead:
         if check_index_values:
             check_indices(call.plan, indices.to_numpy(stream=s))
         call.run()

@@ -147,19 +147,30 @@ def _activate(device_id: int) -> None:
     _tls.current = device_id
 
 
-def close_all(items: Iterable[Any]) -> None:
-    """Call ``close()`` on every item even if one fails (a CANN refusal); then raise the first failure.
+def call_each(release: Callable[[Any], object], items: Iterable[Any]) -> None:
+    """``release(item)`` for every item even if one fails (a CANN refusal); then raise the first failure.
+    Releasing the rest matters more than stopping at the first object CANN would not let go.
 
-    >>> close_all([])
+    >>> call_each(print, [1, 2])
+    1
+    2
     """
-    failure: BaseException | None = None
+    failure: CannError | None = None
     for item in items:
         try:
-            item.close()
+            release(item)
         except CannError as exc:
             failure = failure or exc
     if failure is not None:
         raise failure
+
+
+def close_all(items: Iterable[Any]) -> None:
+    """``close()`` every item, see `call_each`.
+
+    >>> close_all([])
+    """
+    call_each(lambda item: item.close(), items)
 
 
 class Device:
