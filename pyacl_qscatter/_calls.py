@@ -32,8 +32,12 @@ __all__ = [
     "bind",
     "bound",
     "buffer_address",
+    "capture_begin",
+    "capture_end",
+    "capture_get_info",
     "create_context",
     "create_event",
+    "create_event_ex_with_flag",
     "create_event_with_flag",
     "create_stream",
     "create_tensor",
@@ -44,6 +48,7 @@ __all__ = [
     "destroy_tensor",
     "event_elapsed_time",
     "finalize",
+    "finalize_reference",
     "free",
     "free_host",
     "get_current_context",
@@ -52,25 +57,34 @@ __all__ = [
     "get_mem_info",
     "get_soc_name",
     "get_version",
+    "get_version_str",
     "init",
     "malloc",
     "malloc_host",
     "memcpy",
+    "memcpy_2d_async",
     "memcpy_async",
     "memset",
     "memset_async",
+    "pointer_get_attributes",
     "quant_scatter",
     "quant_scatter_get_workspace_size",
     "quant_scatter_v2",
     "quant_scatter_v2_get_workspace_size",
+    "query_event_status",
     "recent_error_message",
     "record_event",
     "reset_device",
+    "ri_destroy",
+    "ri_execute_async",
     "set_current_context",
     "set_device",
     "set_executor_repeatable",
     "set_input_tensor_addr",
     "set_output_tensor_addr",
+    "set_stream_failure_mode",
+    "stream_query",
+    "stream_wait_event",
     "synchronize_device",
     "synchronize_event",
     "synchronize_stream",
@@ -93,6 +107,11 @@ _I64ARR = ffi.typeof("int64_t[]")
 _EXECPP = ffi.typeof("aclOpExecutor **")
 _TENSORP = ffi.typeof("aclTensor *")
 _CHARP = ffi.typeof("char *")
+_VERSION_MAX = 128  # ACL_PKG_VERSION_MAX_SIZE
+_STREAM_STATUS_P = ffi.typeof("aclrtStreamStatus *")
+_EVENT_STATUS_P = ffi.typeof("aclrtEventRecordedStatus *")
+_CAPTURE_STATUS_P = ffi.typeof("aclmdlRICaptureStatus *")
+_PTR_ATTRS_P = ffi.typeof("aclrtPtrAttributes *")
 
 
 class _Unbound:
@@ -135,6 +154,10 @@ _SYMBOLS = (
     "aclSetInputTensorAddr", "aclSetOutputTensorAddr",
     "aclnnInplaceQuantScatterGetWorkspaceSize", "aclnnInplaceQuantScatter",
     "aclnnInplaceQuantScatterV2GetWorkspaceSize", "aclnnInplaceQuantScatterV2",
+    "aclFinalizeReference", "aclsysGetVersionStr", "aclrtStreamQuery", "aclrtStreamWaitEvent",
+    "aclrtSetStreamFailureMode", "aclrtPointerGetAttributes", "aclrtMemcpy2dAsync", "aclrtCreateEventExWithFlag",
+    "aclrtQueryEventStatus", "aclmdlRICaptureBegin", "aclmdlRICaptureGetInfo", "aclmdlRICaptureEnd",
+    "aclmdlRIExecuteAsync", "aclmdlRIDestroy",
 )
 
 # Module globals "_<symbol>" hold the C functions (one global lookup per call, nothing else on the hot path);
@@ -182,6 +205,20 @@ _aclnnInplaceQuantScatterGetWorkspaceSize: Any = _Unbound("aclnnInplaceQuantScat
 _aclnnInplaceQuantScatter: Any = _Unbound("aclnnInplaceQuantScatter")
 _aclnnInplaceQuantScatterV2GetWorkspaceSize: Any = _Unbound("aclnnInplaceQuantScatterV2GetWorkspaceSize")
 _aclnnInplaceQuantScatterV2: Any = _Unbound("aclnnInplaceQuantScatterV2")
+_aclFinalizeReference: Any = _Unbound("aclFinalizeReference")
+_aclsysGetVersionStr: Any = _Unbound("aclsysGetVersionStr")
+_aclrtStreamQuery: Any = _Unbound("aclrtStreamQuery")
+_aclrtStreamWaitEvent: Any = _Unbound("aclrtStreamWaitEvent")
+_aclrtSetStreamFailureMode: Any = _Unbound("aclrtSetStreamFailureMode")
+_aclrtPointerGetAttributes: Any = _Unbound("aclrtPointerGetAttributes")
+_aclrtMemcpy2dAsync: Any = _Unbound("aclrtMemcpy2dAsync")
+_aclrtCreateEventExWithFlag: Any = _Unbound("aclrtCreateEventExWithFlag")
+_aclrtQueryEventStatus: Any = _Unbound("aclrtQueryEventStatus")
+_aclmdlRICaptureBegin: Any = _Unbound("aclmdlRICaptureBegin")
+_aclmdlRICaptureGetInfo: Any = _Unbound("aclmdlRICaptureGetInfo")
+_aclmdlRICaptureEnd: Any = _Unbound("aclmdlRICaptureEnd")
+_aclmdlRIExecuteAsync: Any = _Unbound("aclmdlRIExecuteAsync")
+_aclmdlRIDestroy: Any = _Unbound("aclmdlRIDestroy")
 
 
 _bound: _loader.Cann | None = None
@@ -306,6 +343,36 @@ def finalize() -> None:
     rc = _aclFinalize()
     if rc:
         raise _error("aclFinalize", rc)
+
+
+def finalize_reference() -> int:
+    """aclFinalizeReference (CANN >= 8.5): give back one aclInit; return the count left (0: ACL finalized).
+
+    Example::
+
+        finalize_reference()
+        # -> 0
+    """
+    count = _new(_U64P)
+    rc = _aclFinalizeReference(count)
+    if rc:
+        raise _error("aclFinalizeReference", rc)
+    return int(count[0])
+
+
+def get_version_str(package: str = "runtime") -> str:
+    """aclsysGetVersionStr: the CANN release of ``package`` as text, e.g. "8.1.RC1".
+
+    Example::
+
+        get_version_str()
+        # -> '8.3.RC1'
+    """
+    out = _new("char[]", _VERSION_MAX)
+    rc = _aclsysGetVersionStr(package.encode(), out)
+    if rc:
+        raise _error("aclsysGetVersionStr", rc)
+    return str(ffi.string(out).decode("utf-8", "replace"))
 
 
 def get_version() -> tuple[int, int, int]:
@@ -595,6 +662,142 @@ def destroy_event(event: int) -> None:
         raise _error("aclrtDestroyEvent", rc)
 
 
+def create_event_ex_with_flag(flag: int) -> int:
+    """aclrtCreateEventExWithFlag (``ACL_EVENT_SYNC`` = 1 for an event streams can wait on).
+
+    Example::
+
+        event = create_event_ex_with_flag(1)
+    """
+    out = _new(_UINTPTRP)
+    rc = _aclrtCreateEventExWithFlag(out, flag)
+    if rc:
+        raise _error("aclrtCreateEventExWithFlag", rc)
+    return int(out[0])
+
+
+def query_event_status(event: int) -> bool:
+    """aclrtQueryEventStatus: True when the event's last record has run (never waits).
+
+    Example::
+
+        query_event_status(event)
+        # -> True
+    """
+    out = _new(_EVENT_STATUS_P)
+    rc = _aclrtQueryEventStatus(event, out)
+    if rc:
+        raise _error("aclrtQueryEventStatus", rc)
+    return int(out[0]) == 1
+
+
+def stream_wait_event(stream: int, event: int) -> None:
+    """aclrtStreamWaitEvent: later work on ``stream`` waits for ``event`` (no host wait).
+
+    Example::
+
+        stream_wait_event(stream, event)
+    """
+    rc = _aclrtStreamWaitEvent(stream, event)
+    if rc:
+        raise _error("aclrtStreamWaitEvent", rc)
+
+
+def stream_query(stream: int) -> bool:
+    """aclrtStreamQuery: True when everything queued on ``stream`` has run (never waits).
+
+    Example::
+
+        stream_query(stream)
+        # -> True
+    """
+    out = _new(_STREAM_STATUS_P)
+    rc = _aclrtStreamQuery(stream, out)
+    if rc:
+        raise _error("aclrtStreamQuery", rc)
+    return int(out[0]) == 0
+
+
+def set_stream_failure_mode(stream: int, mode: int) -> None:
+    """aclrtSetStreamFailureMode (``ACL_CONTINUE_ON_FAILURE`` = 0, ``ACL_STOP_ON_FAILURE`` = 1).
+
+    Example::
+
+        set_stream_failure_mode(stream, 1)
+    """
+    rc = _aclrtSetStreamFailureMode(stream, mode)
+    if rc:
+        raise _error("aclrtSetStreamFailureMode", rc)
+
+
+# --------------------------------------------------------------------------------- graph capture
+
+
+def capture_begin(stream: int, mode: int) -> None:
+    """aclmdlRICaptureBegin: record (not run) the work launched on ``stream`` from now on.
+
+    Example::
+
+        capture_begin(stream, 1)  # ACL_MODEL_RI_CAPTURE_MODE_THREAD_LOCAL
+    """
+    rc = _aclmdlRICaptureBegin(stream, mode)
+    if rc:
+        raise _error("aclmdlRICaptureBegin", rc)
+
+
+def capture_get_info(stream: int) -> tuple[int, int]:
+    """aclmdlRICaptureGetInfo: (status, model) of ``stream``'s capture (status 0 none, 1 active, 2 invalidated).
+
+    Example::
+
+        capture_get_info(stream)
+        # -> (0, 0)
+    """
+    status, model = _new(_CAPTURE_STATUS_P), _new(_UINTPTRP)
+    rc = _aclmdlRICaptureGetInfo(stream, status, model)
+    if rc:
+        raise _error("aclmdlRICaptureGetInfo", rc)
+    return int(status[0]), int(model[0])
+
+
+def capture_end(stream: int) -> int:
+    """aclmdlRICaptureEnd: stop recording; return the model runtime instance holding the work.
+
+    Example::
+
+        model = capture_end(stream)
+    """
+    model = _new(_UINTPTRP)
+    rc = _aclmdlRICaptureEnd(stream, model)
+    if rc:
+        raise _error("aclmdlRICaptureEnd", rc)
+    return int(model[0])
+
+
+def ri_execute_async(model: int, stream: int) -> None:
+    """aclmdlRIExecuteAsync: queue the captured work again on ``stream``.
+
+    Example::
+
+        ri_execute_async(model, stream)
+    """
+    rc = _aclmdlRIExecuteAsync(model, stream)
+    if rc:
+        raise _error("aclmdlRIExecuteAsync", rc)
+
+
+def ri_destroy(model: int) -> None:
+    """aclmdlRIDestroy.
+
+    Example::
+
+        ri_destroy(model)
+    """
+    rc = _aclmdlRIDestroy(model)
+    if rc:
+        raise _error("aclmdlRIDestroy", rc)
+
+
 # -------------------------------------------------------------------------------------------- memory
 
 
@@ -677,6 +880,35 @@ def memcpy_async(dst: int, dst_max: int, src: int, count: int, kind: int, stream
                            stream)
     if rc:
         raise _error("aclrtMemcpyAsync", rc)
+
+
+def memcpy_2d_async(dst: int, dpitch: int, src: int, spitch: int, width: int, height: int, kind: int,
+                    stream: int) -> None:
+    """aclrtMemcpy2dAsync: ``height`` rows of ``width`` bytes, rows ``spitch`` / ``dpitch`` bytes apart.
+
+    Example::
+
+        memcpy_2d_async(host, 64, dev, 4096, 64, 8, 2, stream)
+    """
+    rc = _aclrtMemcpy2dAsync(dst, dpitch, src, spitch, width, height, kind, stream)
+    if rc:
+        raise _error("aclrtMemcpy2dAsync", rc)
+
+
+def pointer_get_attributes(ptr: int) -> tuple[int, int]:
+    """aclrtPointerGetAttributes: (location type, device or host id) of ``ptr``
+    (type 0 host, 1 device, 2 not registered with ACL).
+
+    Example::
+
+        pointer_get_attributes(dev_ptr)
+        # -> (1, 0)
+    """
+    attrs = _new(_PTR_ATTRS_P)
+    rc = _aclrtPointerGetAttributes(ptr, attrs)
+    if rc:
+        raise _error("aclrtPointerGetAttributes", rc)
+    return int(attrs.location.type), int(attrs.location.id)
 
 
 def memset(ptr: int, max_count: int, value: int, count: int) -> None:

@@ -99,6 +99,17 @@ CAPABILITIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "version": ("rt", ("aclrtGetVersion",)),
     "stream_sync_timeout": ("rt", ("aclrtSynchronizeStreamWithTimeout",)),
     "event_with_flag": ("rt", ("aclrtCreateEventWithFlag",)),
+    "event_ex_with_flag": ("rt", ("aclrtCreateEventExWithFlag",)),
+    "stream_wait_event": ("rt", ("aclrtStreamWaitEvent",)),
+    "stream_query": ("rt", ("aclrtStreamQuery",)),
+    "event_query": ("rt", ("aclrtQueryEventStatus",)),
+    "stream_failure_mode": ("rt", ("aclrtSetStreamFailureMode",)),
+    "pointer_attributes": ("rt", ("aclrtPointerGetAttributes",)),
+    "memcpy_2d": ("rt", ("aclrtMemcpy2dAsync",)),
+    "finalize_reference": ("rt", ("aclFinalizeReference",)),
+    "version_str": ("rt", ("aclsysGetVersionStr",)),
+    "graph": ("rt", ("aclmdlRICaptureBegin", "aclmdlRICaptureGetInfo", "aclmdlRICaptureEnd", "aclmdlRIExecuteAsync",
+                     "aclmdlRIDestroy")),
 }
 
 FIX = (
@@ -131,6 +142,27 @@ class Caps:
     """``aclrtSynchronizeStreamWithTimeout``."""
     event_with_flag: bool = False
     """``aclrtCreateEventWithFlag``."""
+    event_ex_with_flag: bool = False
+    """``aclrtCreateEventExWithFlag``."""
+    stream_wait_event: bool = False
+    """``aclrtStreamWaitEvent``: order one stream after an event without a host wait."""
+    stream_query: bool = False
+    """``aclrtStreamQuery``."""
+    event_query: bool = False
+    """``aclrtQueryEventStatus``."""
+    stream_failure_mode: bool = False
+    """``aclrtSetStreamFailureMode``."""
+    pointer_attributes: bool = False
+    """``aclrtPointerGetAttributes``."""
+    memcpy_2d: bool = False
+    """``aclrtMemcpy2dAsync``."""
+    finalize_reference: bool = False
+    """``aclFinalizeReference`` (CANN >= 8.5): gives back one ``aclInit`` without ending ACL for others."""
+    version_str: bool = False
+    """``aclsysGetVersionStr``: the CANN release as text."""
+    graph: bool = False
+    """ACL graph capture and replay: ``aclmdlRICaptureBegin/GetInfo/End``, ``aclmdlRIExecuteAsync``,
+    ``aclmdlRIDestroy``."""
 
     def as_dict(self) -> dict[str, bool]:
         """Return the flags by name.

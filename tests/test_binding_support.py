@@ -26,6 +26,10 @@ OPTIONAL = {
     "aclrtGetSocName", "aclrtGetVersion", "aclrtSynchronizeStreamWithTimeout", "aclrtCreateEventWithFlag",
     "aclSetAclOpExecutorRepeatable", "aclDestroyAclOpExecutor", "aclSetInputTensorAddr",
     "aclSetOutputTensorAddr", "aclnnInplaceQuantScatterV2GetWorkspaceSize", "aclnnInplaceQuantScatterV2",
+    "aclFinalizeReference", "aclsysGetVersionStr", "aclrtStreamQuery", "aclrtStreamWaitEvent",
+    "aclrtSetStreamFailureMode", "aclrtMemcpy2dAsync", "aclrtPointerGetAttributes", "aclrtCreateEventExWithFlag",
+    "aclrtQueryEventStatus", "aclmdlRICaptureBegin", "aclmdlRICaptureGetInfo", "aclmdlRICaptureEnd",
+    "aclmdlRIExecuteAsync", "aclmdlRIDestroy",
 }
 V2 = {"aclnnInplaceQuantScatterV2GetWorkspaceSize", "aclnnInplaceQuantScatterV2"}
 

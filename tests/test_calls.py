@@ -95,8 +95,7 @@ def make_cann(fake: Fake, *, optional: bool = True) -> _loader.Cann:
     functions["aclGetRecentErrMsg"] = fake.recent
     functions["aclrtGetSocName"] = fake.make("aclrtGetSocName", ret=soc)
     functions["aclCreateTensor"] = fake.make("aclCreateTensor", ret=ffi.cast("aclTensor *", 0x7E00))
-    caps = _loader.Caps(v2=optional, repeatable_executor=optional, soc_name=optional, version=optional,
-                        stream_sync_timeout=optional, event_with_flag=optional)
+    caps = _loader.Caps(**{name: optional for name in _loader.CAPABILITIES})
     if not optional:
         for _, (_, symbols) in _loader.CAPABILITIES.items():
             for symbol in symbols:
@@ -164,6 +163,20 @@ CALLS: list[tuple[Callable[..., Any], tuple[Any, ...], str]] = [
     (_calls.quant_scatter_v2_get_workspace_size, (T, T, T, T, T, -2, -1, 1, "rint"),
      "aclnnInplaceQuantScatterV2GetWorkspaceSize"),
     (_calls.quant_scatter_v2, (0x1000, 4096, X, 0), "aclnnInplaceQuantScatterV2"),
+    (_calls.finalize_reference, (), "aclFinalizeReference"),
+    (_calls.get_version_str, (), "aclsysGetVersionStr"),
+    (_calls.stream_query, (0x5000,), "aclrtStreamQuery"),
+    (_calls.stream_wait_event, (0x5000, 0xE0), "aclrtStreamWaitEvent"),
+    (_calls.set_stream_failure_mode, (0x5000, 1), "aclrtSetStreamFailureMode"),
+    (_calls.memcpy_2d_async, (0x2000, 64, 0x1000, 128, 64, 4, 2, 0x5000), "aclrtMemcpy2dAsync"),
+    (_calls.pointer_get_attributes, (0x1000,), "aclrtPointerGetAttributes"),
+    (_calls.create_event_ex_with_flag, (1,), "aclrtCreateEventExWithFlag"),
+    (_calls.query_event_status, (0xE0,), "aclrtQueryEventStatus"),
+    (_calls.capture_begin, (0x5000, 1), "aclmdlRICaptureBegin"),
+    (_calls.capture_get_info, (0x5000,), "aclmdlRICaptureGetInfo"),
+    (_calls.capture_end, (0x5000,), "aclmdlRICaptureEnd"),
+    (_calls.ri_execute_async, (0x9000, 0x5000), "aclmdlRIExecuteAsync"),
+    (_calls.ri_destroy, (0x9000,), "aclmdlRIDestroy"),
 ]
 IDS = [symbol for _, _, symbol in CALLS]
 

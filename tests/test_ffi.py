@@ -54,6 +54,22 @@ FUNCTIONS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "aclrtSynchronizeEvent": ("aclError", ("void *",), "rt"),
     "aclrtEventElapsedTime": ("aclError", ("float *", "void *", "void *"), "rt"),
     "aclrtDestroyEvent": ("aclError", ("void *",), "rt"),
+    # libascendcl.so, from hicann/runtime include/external/acl/acl_rt.h (optional: newer toolkits)
+    "aclFinalizeReference": ("aclError", ("uint64_t *",), "rt"),
+    "aclsysGetVersionStr": ("aclError", ("char *", "char *"), "rt"),
+    "aclrtStreamQuery": ("aclError", ("void *", "aclrtStreamStatus *"), "rt"),
+    "aclrtStreamWaitEvent": ("aclError", ("void *", "void *"), "rt"),
+    "aclrtSetStreamFailureMode": ("aclError", ("void *", "uint64_t"), "rt"),
+    "aclrtMemcpy2dAsync": ("aclError", (
+        "void *", "size_t", "const void *", "size_t", "size_t", "size_t", "aclrtMemcpyKind", "void *"), "rt"),
+    "aclrtPointerGetAttributes": ("aclError", ("const void *", "aclrtPtrAttributes *"), "rt"),
+    "aclrtCreateEventExWithFlag": ("aclError", ("void **", "uint32_t"), "rt"),
+    "aclrtQueryEventStatus": ("aclError", ("void *", "aclrtEventRecordedStatus *"), "rt"),
+    "aclmdlRICaptureBegin": ("aclError", ("void *", "aclmdlRICaptureMode"), "rt"),
+    "aclmdlRICaptureGetInfo": ("aclError", ("void *", "aclmdlRICaptureStatus *", "void * *"), "rt"),
+    "aclmdlRICaptureEnd": ("aclError", ("void *", "void * *"), "rt"),
+    "aclmdlRIExecuteAsync": ("aclError", ("void *", "void *"), "rt"),
+    "aclmdlRIDestroy": ("aclError", ("void *",), "rt"),
     # libnnopbase.so
     "aclCreateTensor": ("struct aclTensor *", (
         "const int64_t *", "uint64_t", "aclDataType", "const int64_t *", "int64_t", "aclFormat",
@@ -94,7 +110,15 @@ CONSTANTS: dict[str, int] = {
     "ACL_MEMCPY_HOST_TO_HOST": 0, "ACL_MEMCPY_HOST_TO_DEVICE": 1, "ACL_MEMCPY_DEVICE_TO_HOST": 2,
     "ACL_MEMCPY_DEVICE_TO_DEVICE": 3, "ACL_MEMCPY_DEFAULT": 4,
     "ACL_MEM_MALLOC_HUGE_FIRST": 0, "ACL_MEM_MALLOC_HUGE_ONLY": 1, "ACL_MEM_MALLOC_NORMAL_ONLY": 2,
-    "ACL_DDR_MEM": 0, "ACL_HBM_MEM": 1, "ACL_EVENT_TIME_LINE": 8,
+    "ACL_DDR_MEM": 0, "ACL_HBM_MEM": 1, "ACL_EVENT_TIME_LINE": 8, "ACL_EVENT_SYNC": 1,
+    "ACL_CONTINUE_ON_FAILURE": 0, "ACL_STOP_ON_FAILURE": 1,
+    "ACL_STREAM_STATUS_COMPLETE": 0, "ACL_STREAM_STATUS_NOT_READY": 1, "ACL_STREAM_STATUS_RESERVED": 0xFFFF,
+    "ACL_MEM_LOCATION_TYPE_MANAGED": 3, "ACL_MEM_LOCATION_TYPE_HOST_NUMA": 4, "ACL_PKG_VERSION_MAX_SIZE": 128,
+    "ACL_EVENT_RECORDED_STATUS_NOT_READY": 0, "ACL_EVENT_RECORDED_STATUS_COMPLETE": 1,
+    "ACL_MEM_LOCATION_TYPE_HOST": 0, "ACL_MEM_LOCATION_TYPE_DEVICE": 1, "ACL_MEM_LOCATION_TYPE_UNREGISTERED": 2,
+    "ACL_MODEL_RI_CAPTURE_MODE_GLOBAL": 0, "ACL_MODEL_RI_CAPTURE_MODE_THREAD_LOCAL": 1,
+    "ACL_MODEL_RI_CAPTURE_MODE_RELAXED": 2, "ACL_MODEL_RI_CAPTURE_STATUS_NONE": 0,
+    "ACL_MODEL_RI_CAPTURE_STATUS_ACTIVE": 1, "ACL_MODEL_RI_CAPTURE_STATUS_INVALIDATED": 2,
     # ACL and runtime status codes
     "ACL_SUCCESS": 0, "ACL_ERROR_INVALID_PARAM": 100000, "ACL_ERROR_UNINITIALIZE": 100001,
     "ACL_ERROR_REPEAT_INITIALIZE": 100002, "ACL_ERROR_REPEAT_FINALIZE": 100037,
@@ -118,11 +142,20 @@ TYPEDEFS: dict[str, str] = {
     "aclrtContext": "void *", "aclTensor": "struct aclTensor", "aclOpExecutor": "struct aclOpExecutor",
     "aclDataType": "aclDataType", "aclFormat": "aclFormat", "aclrtMemcpyKind": "aclrtMemcpyKind",
     "aclrtMemMallocPolicy": "aclrtMemMallocPolicy", "aclrtMemAttr": "aclrtMemAttr",
+    # hicann/runtime acl_rt.h
+    "aclmdlRI": "void *", "aclmdlRICaptureMode": "aclmdlRICaptureMode",
+    "aclmdlRICaptureStatus": "aclmdlRICaptureStatus", "aclrtStreamStatus": "aclrtStreamStatus",
+    "aclrtEventRecordedStatus": "aclrtEventRecordedStatus", "aclrtMemLocationType": "aclrtMemLocationType",
+    "aclrtMemLocation": "struct aclrtMemLocation", "aclrtPtrAttributes": "struct aclrtPtrAttributes",
 }
 
 ENUMS: dict[str, str] = {  # the enum typedefs and a member that fixes each to its own kind
     "aclDataType": "ACL_BF16", "aclFormat": "ACL_FORMAT_ND", "aclrtMemcpyKind": "ACL_MEMCPY_DEFAULT",
     "aclrtMemMallocPolicy": "ACL_MEM_MALLOC_HUGE_ONLY", "aclrtMemAttr": "ACL_HBM_MEM",
+    "aclmdlRICaptureMode": "ACL_MODEL_RI_CAPTURE_MODE_RELAXED",
+    "aclmdlRICaptureStatus": "ACL_MODEL_RI_CAPTURE_STATUS_INVALIDATED",
+    "aclrtStreamStatus": "ACL_STREAM_STATUS_NOT_READY", "aclrtEventRecordedStatus": "ACL_EVENT_RECORDED_STATUS_COMPLETE",
+    "aclrtMemLocationType": "ACL_MEM_LOCATION_TYPE_UNREGISTERED",
 }
 
 
@@ -211,7 +244,10 @@ def test_constants_and_enum_values(ffi: Any) -> None:
 def test_typedefs(ffi: Any) -> None:
     typedefs, structs, unions = ffi.list_types()
     assert sorted(typedefs) == sorted(TYPEDEFS)
-    assert sorted(structs) == ["aclOpExecutor", "aclTensor"]
+    assert sorted(structs) == ["aclOpExecutor", "aclTensor", "aclrtMemLocation", "aclrtPtrAttributes"]
+    # the layout of aclrtPtrAttributes (acl_rt.h): location {id, type}, pageSize, rsv[4]
+    assert [f for f, _ in ffi.typeof("aclrtPtrAttributes").fields] == ["location", "pageSize", "rsv"]
+    assert ffi.sizeof("aclrtPtrAttributes") == 28
     assert unions == []
     for name, target in TYPEDEFS.items():
         if name in ENUMS:

@@ -39,7 +39,10 @@ def test_full_tree_from_ascend_home_path(stubs: Stubs, tmp_path: Path) -> None:
     }
     assert all(os.path.isabs(p) for p in r["paths"].values())
     assert r["caps"] == {"v2": True, "repeatable_executor": True, "soc_name": True, "version": True,
-                         "stream_sync_timeout": True, "event_with_flag": True}
+                         "stream_sync_timeout": True, "event_with_flag": True, "event_ex_with_flag": True,
+                         "stream_wait_event": True, "stream_query": True, "event_query": True,
+                         "stream_failure_mode": True, "pointer_attributes": True, "memcpy_2d": True,
+                         "finalize_reference": True, "version_str": True, "graph": True}
     assert set(r["functions"]) >= set(_loader.REQUIRED["rt"]) | {"aclnnInplaceQuantScatterV2"}
     assert _reasons(r)["PYACL_QSCATTER_CANN_HOME"] == "not set"
 
