@@ -231,7 +231,8 @@ def _check_dtype(dtype: Any) -> np.dtype[Any]:
 
 
 class DeviceArray:
-    """A typed, strided view of device memory (strides and offset in elements).
+    """A typed, strided view of device memory: `strides` in bytes as in NumPy; `element_strides` and
+    `offset` in elements, as CANN takes them.
 
     Owns its block when made by `empty`, `zeros` or `from_numpy` (released by `close()`, or when the last
     view is collected); wraps memory another runtime owns with `from_pointer` (never freed here).
@@ -249,7 +250,7 @@ class DeviceArray:
         self.ptr = ptr  # storage base address
         self.shape = shape
         self.dtype = dtype
-        self.strides = strides  # elements
+        self.element_strides = strides  # elements, as aclCreateTensor takes them (`strides` counts bytes)
         self.offset = offset  # elements from ptr to the first element
         self.device = device
         self.storage = storage  # elements of storage from ptr (aclCreateTensor's storage dims)
@@ -342,6 +343,16 @@ class DeviceArray:
     # -------------------------------------------------------------------------------------- properties
 
     @property
+    def strides(self) -> tuple[int, ...]:
+        """Bytes between neighbours along each dimension, as in NumPy (`element_strides` counts elements).
+
+        >>> DeviceArray.empty((2, 32), np.int16).strides  # doctest: +SKIP
+        (64, 2)
+        """
+        item = self.dtype.itemsize
+        return tuple(s * item for s in self.element_strides)
+
+    @property
     def ndim(self) -> int:
         """Number of dimensions.
 
@@ -372,7 +383,7 @@ class DeviceArray:
     def data_ptr(self) -> int:
         """Device address of the first element.
 
-        >>> d[1:].data_ptr - d.data_ptr == d.strides[0] * d.dtype.itemsize  # doctest: +SKIP
+        >>> d[1:].data_ptr - d.data_ptr == d.strides[0]  # doctest: +SKIP
         True
         """
         return self.ptr + self.offset * self.dtype.itemsize
@@ -385,7 +396,7 @@ class DeviceArray:
         (True, False)
         """
         return self.size == 0 or all(
-            s == c for d, s, c in zip(self.shape, self.strides, _contiguous_strides(self.shape), strict=True)
+            s == c for d, s, c in zip(self.shape, self.element_strides, _contiguous_strides(self.shape), strict=True)
             if d > 1)
 
     @property
@@ -432,7 +443,7 @@ class DeviceArray:
             raise InvalidValueError("index", "index", f"too many indices for a {self.ndim}-d array: {key!r}")
         offset, shape, strides = self.offset, [], []
         for dim, k in enumerate(keys + (slice(None),) * (self.ndim - len(keys))):
-            n, st = self.shape[dim], self.strides[dim]
+            n, st = self.shape[dim], self.element_strides[dim]
             if isinstance(k, slice):
                 start, stop, step = k.indices(n)
                 if step <= 0:
@@ -466,7 +477,7 @@ class DeviceArray:
         """
         self._check_open()
         lo = self.offset
-        extent = _extent(self.shape, self.strides, self.offset) - lo
+        extent = _extent(self.shape, self.element_strides, self.offset) - lo
         staging = np.empty(max(extent, 0), self.dtype)
         _activate(self.device.id)
         if stream is None:
@@ -478,7 +489,7 @@ class DeviceArray:
                                 self.ptr + lo * self.dtype.itemsize, staging.nbytes, D2H, s.handle)
             s.synchronize()
         item = self.dtype.itemsize
-        result = np.lib.stride_tricks.as_strided(staging, self.shape, tuple(s * item for s in self.strides))
+        result = np.lib.stride_tricks.as_strided(staging, self.shape, tuple(s * item for s in self.element_strides))
         if out is None:
             return result.copy()
         if out.shape != self.shape or out.dtype != self.dtype or not out.flags.writeable:
@@ -529,7 +540,7 @@ class DeviceArray:
         """
         if self._tensor is None:
             self._check_open()
-            self._tensor = _calls.create_tensor(self.shape, ACL_DTYPE[self.dtype], self.strides, self.offset,
+            self._tensor = _calls.create_tensor(self.shape, ACL_DTYPE[self.dtype], self.element_strides, self.offset,
                                                 ACL_FORMAT_ND, (self.storage,), self.ptr)
             self._tensor_finalizer = track(ARRAYS, self, _calls.destroy_tensor, self._tensor)
         return self._tensor
@@ -566,7 +577,7 @@ class DeviceArray:
         self.close()
 
     def __repr__(self) -> str:
-        return (f"DeviceArray(shape={self.shape}, dtype={dtype_name(self.dtype)}, strides={self.strides}, "
+        return (f"DeviceArray(shape={self.shape}, dtype={dtype_name(self.dtype)}, strides={self.element_strides}, "
                 f"offset={self.offset}, device={self.device.id})")
 
 

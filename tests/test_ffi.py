@@ -154,7 +154,8 @@ ENUMS: dict[str, str] = {  # the enum typedefs and a member that fixes each to i
     "aclrtMemMallocPolicy": "ACL_MEM_MALLOC_HUGE_ONLY", "aclrtMemAttr": "ACL_HBM_MEM",
     "aclmdlRICaptureMode": "ACL_MODEL_RI_CAPTURE_MODE_RELAXED",
     "aclmdlRICaptureStatus": "ACL_MODEL_RI_CAPTURE_STATUS_INVALIDATED",
-    "aclrtStreamStatus": "ACL_STREAM_STATUS_NOT_READY", "aclrtEventRecordedStatus": "ACL_EVENT_RECORDED_STATUS_COMPLETE",
+    "aclrtStreamStatus": "ACL_STREAM_STATUS_NOT_READY",
+    "aclrtEventRecordedStatus": "ACL_EVENT_RECORDED_STATUS_COMPLETE",
     "aclrtMemLocationType": "ACL_MEM_LOCATION_TYPE_UNREGISTERED",
 }
 

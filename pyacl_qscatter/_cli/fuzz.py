@@ -659,7 +659,7 @@ def _view_mask(view: Any, shape: tuple[int, ...]) -> Array | None:
     if type(view._owner).__name__ != "DeviceArray":
         return None
     idx = np.full((), view.offset, np.int64)
-    for d, s in zip(view.shape, view.strides, strict=True):
+    for d, s in zip(view.shape, view.element_strides, strict=True):
         idx = idx[..., None] + np.arange(d, dtype=np.int64) * s
     mask = np.zeros(math.prod(shape), bool)
     mask[idx.reshape(-1)] = True
