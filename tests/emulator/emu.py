@@ -47,9 +47,10 @@ int emuInjectFault(const char *symbol, int nth, int code);
 
 LIVE_COUNTERS: tuple[str, ...] = (
     "live_device_blocks", "live_device_bytes", "live_host_blocks", "live_tensors", "live_executors",
-    "live_streams", "live_events",
+    "live_streams", "live_events", "live_host_bytes", "live_graphs",
 )
-COUNTERS: tuple[str, ...] = (*LIVE_COUNTERS, "bytes_h2d", "bytes_d2h", "bytes_d2d", "syncs", "errors_detected")
+COUNTERS: tuple[str, ...] = (*LIVE_COUNTERS, "bytes_h2d", "bytes_d2h", "bytes_d2d", "syncs", "errors_detected",
+                             "pageable_copies", "device_aborts", "captures", "graph_launches", "host_syncs")
 
 
 class Emu:

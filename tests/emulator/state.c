@@ -22,7 +22,8 @@ void emuInternalUnlock(void) { pthread_mutex_unlock(&g_lock); }
 static int64_t g_stats[EMU_STAT_COUNT];
 static const char *const g_stat_names[EMU_STAT_COUNT] = {
     "live_device_blocks", "live_device_bytes", "live_host_blocks", "live_tensors", "live_executors",
-    "live_streams", "live_events", "bytes_h2d", "bytes_d2h", "bytes_d2d", "syncs", "errors_detected",
+    "live_streams", "live_events", "live_host_bytes", "live_graphs", "bytes_h2d", "bytes_d2h", "bytes_d2d",
+    "syncs", "errors_detected", "pageable_copies", "device_aborts", "captures", "graph_launches", "host_syncs",
 };
 /* Live counts describe objects that still exist, so emuReset must not touch them. */
 #define EMU_FIRST_RESETTABLE EMU_STAT_BYTES_H2D
