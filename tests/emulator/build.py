@@ -2,7 +2,7 @@
 
 Point the package at it exactly as at a real toolkit: ``ASCEND_HOME_PATH=DEST ASCEND_OPP_PATH=DEST/opp``.
 
-    python tests/emulator/build.py DEST [--sanitize] [--no-v2]     # prints DEST/lib64
+    python tests/emulator/build.py DEST [--sanitize] [--no-v2] [--no-graph]     # prints DEST/lib64
 
 Only DEST is written. Each library carries its soname and an ``$ORIGIN`` run path and names its
 dependencies by soname (nnopbase -> ascendcl; opapi -> nnopbase, ascendcl), so they find each other the
@@ -25,7 +25,7 @@ INCLUDE = HERE.parent.parent / "include"
 
 # library -> (its sources, the emulator libraries it links against by soname)
 LIBRARIES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "ascendcl": (("state.c", "fault.c", "device.c", "memory.c", "stream.c", "common.c"), ()),
+    "ascendcl": (("state.c", "fault.c", "device.c", "memory.c", "stream.c", "graph.c", "common.c"), ()),
     "nnopbase": (("tensor.c", "common.c"), ("ascendcl",)),
     "opapi": (("op.c", "kernel.c", "common.c"), ("nnopbase", "ascendcl")),
 }
@@ -54,11 +54,18 @@ def _no_v2_from_env() -> bool:
     return os.environ.get("CANN_EMU_NO_V2", "") == "1"
 
 
-def build(dest: Path | str, *, sanitize: bool = False, no_v2: bool | None = None, cc: str | None = None) -> Path:
+def _no_graph_from_env() -> bool:
+    return os.environ.get("CANN_EMU_NO_GRAPH", "") == "1"
+
+
+def build(dest: Path | str, *, sanitize: bool = False, no_v2: bool | None = None, cc: str | None = None,
+          no_graph: bool | None = None) -> Path:
     """Compile the three libraries into ``dest/lib64`` (created), make ``dest/opp``, return the lib64 path.
 
     ``no_v2=None`` reads ``CANN_EMU_NO_V2=1`` from the environment; hiding the V2 symbols is a build-time
-    choice because an exported symbol cannot be withdrawn at run time. ``cc`` defaults to ``$CC`` or ``cc``.
+    choice because an exported symbol cannot be withdrawn at run time. ``no_graph=None`` reads
+    ``CANN_EMU_NO_GRAPH=1`` the same way, to leave out the ACL graph symbols (``aclmdlRI*``).
+    ``cc`` defaults to ``$CC`` or ``cc``.
     Raises :class:`BuildError` with the compiler's output when a compilation fails.
     """
     root = Path(dest).resolve()
@@ -74,6 +81,8 @@ def build(dest: Path | str, *, sanitize: bool = False, no_v2: bool | None = None
              f"-I{INCLUDE}", f"-I{HERE}"]
     if no_v2:
         flags.append("-DEMU_NO_V2")
+    if no_graph if no_graph is not None else _no_graph_from_env():
+        flags.append("-DEMU_NO_GRAPH")
     for name, (sources, deps) in LIBRARIES.items():  # dependency order: each links against earlier ones
         soname = f"lib{name}.so"
         cmd = [
@@ -99,9 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sanitize", action="store_true", help="build with AddressSanitizer and UBSan")
     parser.add_argument("--no-v2", action="store_true", default=None,
                         help="omit the V2 symbols, like an older CANN (default: CANN_EMU_NO_V2=1)")
+    parser.add_argument("--no-graph", action="store_true", default=None,
+                        help="omit the ACL graph symbols, like an older CANN (default: CANN_EMU_NO_GRAPH=1)")
     args = parser.parse_args(argv)
     try:
-        print(build(args.dest, sanitize=args.sanitize, no_v2=args.no_v2))
+        print(build(args.dest, sanitize=args.sanitize, no_v2=args.no_v2, no_graph=args.no_graph))
     except BuildError as exc:
         print(exc, file=sys.stderr)
         return 1

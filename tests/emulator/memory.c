@@ -4,7 +4,7 @@
  * pointer, and no host object can ever share its address) backed by a separate host buffer that only the
  * emulator touches. Freed blocks keep their reservation for a while (quarantine), so a stale pointer is
  * recognised as "freed" instead of aliasing a new block. */
-#include "emu_rt.h"
+#include "emu_capture.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -396,8 +396,12 @@ static int run_copy(void *payload, char *msg, size_t cap)
 static aclError enqueue_job(const copy_job *j, aclrtStream stream)
 {
     void *s;
-    int dev, rc = emuInternalStreamResolve(stream, &s, &dev);
+    int dev, rc = emuInternalStreamLaunch(stream, &s, &dev, EMU_RT_STREAM_CONTEXT);
     if (rc) return rc;
+    /* hicann/runtime api_error.cc MemcpyAsync: "The pageable memory copy task does not support graph capture". */
+    if (emu_stream_capture(s) && j->count && ((!j->dst_dev && !j->dst_pin) || (!j->is_set && !j->src_dev && !j->src_pin)))
+        return emu_capture_refuse(emu_stream_capture(s), ACL_ERROR_RT_PARAM_INVALID, "an asynchronous copy of pageable "
+                                  "host memory (not from aclrtMallocHost) cannot be captured");
     copy_job *copy = malloc(sizeof *copy);
     if (!copy) return ACL_ERROR_RT_MEMORY_ALLOCATION;
     *copy = *j;
@@ -418,6 +422,7 @@ static aclError memcpy_locked(void *dst, size_t destMax, const void *src, size_t
     if (rc) return rc;
     /* A synchronous copy needs a current context; a queued one gets its device from the stream. */
     if (!async && (rc = emu_require_device(&dev))) return rc;
+    if (!async && (rc = emu_capture_check_sync_work("a synchronous copy (aclrtMemcpy)"))) return rc;
     if ((rc = plan_copy(&j, dst, destMax, src, count, kind))) return rc;
     if (async) return enqueue_job(&j, stream);
     /* Runs now, NOT after work queued on any stream: exactly the device's behaviour. */
@@ -442,6 +447,7 @@ static aclError memset_locked(void *devPtr, size_t maxCount, int32_t value, size
     int rc = emuInternalRequireInit(), dev;
     if (rc) return rc;
     if (!async && (rc = emu_require_device(&dev))) return rc;
+    if (!async && (rc = emu_capture_check_sync_work("a synchronous memset (aclrtMemset)"))) return rc;
     if (count > maxCount) {
         emuInternalSetError("count %zu exceeds maxCount %zu (status 100000)", count, maxCount);
         return ACL_ERROR_INVALID_PARAM;

@@ -222,7 +222,7 @@ static aclnnStatus phase2(int v2, void *workspace, uint64_t workspace_size, aclO
     void *s;
     int dev, rc = emuInternalRequireInit();
     if (rc || (rc = check_launch_executor(e, v2))) return rc;
-    if ((rc = emuInternalStreamResolve(stream, &s, &dev))) return rc;
+    if ((rc = emuInternalStreamLaunch(stream, &s, &dev, ACLNN_ERR_RUNTIME_ERROR))) return rc;
     if (!e->empty) {
         if (workspace_size < e->workspace_size) {
             emu_format(m, sizeof m, "workspaceSize %llu is smaller than the %llu bytes phase 1 asked for",
