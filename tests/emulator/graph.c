@@ -9,7 +9,14 @@
  * StreamEndCapture, IsCaptureModeSupport; capture_model_utils.cc CheckCaptureStreamThreadIsMatch),
  * src/runtime/api/impl/api_error.cc (ModelExecuteAsync) and src/runtime/core/src/context/context.cc
  * (ModelDestroy). The CANN_EMU_NO_GRAPH build (an older CANN) leaves the aclmdlRI* symbols out; nothing
- * can be captured then, so the hooks below never refuse. */
+ * can be captured then, so the hooks below never refuse.
+ *
+ * The op's phase 2 on a captured stream: nnopbase launches exactly as without a capture (its launcher only
+ * skips the overflow check when aclmdlRICaptureGetInfo says ACTIVE, src/nnopbase/common/inc/
+ * kernel_launcher.h), and CommonOpExecutorRun (composite_op/aclnn_engine/op_executor.cpp) still deletes a
+ * non-repeatable executor after the launch. The runtime copied the kernel's arguments into the captured
+ * task, so replays need neither the executor nor the descriptors: here the recorded task owns a copy of
+ * the views and addresses (op.c's qs_job). */
 #include "emu_capture.h"
 
 #include <pthread.h>
