@@ -1,6 +1,6 @@
 /* libascendcl: the process-wide lock, initialisation, per-thread error messages, counters, the handle
  * registry and the emu* introspection symbols. */
-#include "emu_internal.h"
+#include "emu_rt.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -159,14 +159,16 @@ static aclError finalize_locked(void)
 
 aclError aclFinalize(void) { EMU_CALL(aclFinalize, finalize_locked()); }
 
+/* aclrtGetVersion reports the version of the ACL API, not the CANN release: ACL_MAJOR_VERSION,
+ * ACL_MINOR_VERSION and ACL_PATCH_VERSION of hicann/runtime's include/external/acl/acl_rt.h (1.17.0). */
 static aclError version_locked(int32_t *major, int32_t *minor, int32_t *patch)
 {
     if (!major || !minor || !patch) {
         emuInternalSetError("NULL output pointer (status 100000)");
         return ACL_ERROR_INVALID_PARAM;
     }
-    *major = 8;
-    *minor = 1;
+    *major = 1;
+    *minor = 17;
     *patch = 0;
     return ACL_SUCCESS;
 }
@@ -174,6 +176,48 @@ static aclError version_locked(int32_t *major, int32_t *minor, int32_t *patch)
 aclError aclrtGetVersion(int32_t *majorVersion, int32_t *minorVersion, int32_t *patchVersion)
 {
     EMU_CALL(aclrtGetVersion, version_locked(majorVersion, minorVersion, patchVersion));
+}
+
+/* ---- the emulated release ---- */
+
+#ifndef EMU_CANN_RELEASE
+#define EMU_CANN_RELEASE "8.3.RC1"
+#endif
+
+const char *emu_release(void) { return emu_env_str("CANN_EMU_VERSION", EMU_CANN_RELEASE); }
+
+int emu_release_at_least(int major, int minor)
+{
+    int ma = 0, mi = 0;
+    if (sscanf(emu_release(), "%d.%d", &ma, &mi) != 2) return 0; /* unreadable: the oldest rules */
+    return ma > major || (ma == major && mi >= minor);
+}
+
+/* hicann/runtime src/acl/aclrt_impl/acl.cpp (aclsysGetVersionStr) reads "Version=" from
+ * $ASCEND_HOME_PATH/share/info/<pkgName>/version.info (also trying '-' and '_' swapped) and fails with
+ * ACL_ERROR_INVALID_FILE when there is none. build.py writes those files for the packages below; every
+ * one reports the emulated release. */
+static const char *const g_packages[] = { "runtime", "toolkit", "opp", "compiler" };
+
+static aclError version_str_locked(char *pkgName, char *versionStr)
+{
+    if (!pkgName || !versionStr) {
+        emuInternalSetError("%s is NULL (status 100000)", !pkgName ? "pkgName" : "versionStr");
+        return ACL_ERROR_INVALID_PARAM;
+    }
+    for (size_t i = 0; i < sizeof g_packages / sizeof g_packages[0]; i++)
+        if (strcmp(pkgName, g_packages[i]) == 0) {
+            snprintf(versionStr, ACL_PKG_VERSION_MAX_SIZE, "%s", emu_release());
+            return ACL_SUCCESS;
+        }
+    emuInternalSetError("version file not found for package '%.64s': no share/info/%.64s/version.info in the "
+                        "toolkit (status 100003)", pkgName, pkgName);
+    return EMU_ACL_ERROR_INVALID_FILE;
+}
+
+aclError aclsysGetVersionStr(char *pkgName, char *versionStr)
+{
+    EMU_CALL(aclsysGetVersionStr, version_str_locked(pkgName, versionStr));
 }
 
 static char g_soc[128];
