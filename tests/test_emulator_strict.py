@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from emulator.build import build
 from emulator.emu import OPERANDS, CannLibs, Emu, load_case
 from emulator.fixtures import Rt
 
@@ -287,3 +288,56 @@ def test_pointer_attributes(rt: Rt) -> None:
     assert attrs.location.type == 2  # freed: no longer registered
     fails_with(c, c.rt.aclrtPointerGetAttributes(host, ffi.NULL), 100000, "attributes")
     c.check(c.rt.aclrtFreeHost(host))
+
+
+# -- 3. aclInit / aclFinalize / aclFinalizeReference --
+
+@pytest.fixture(scope="module")
+def root_8_5(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tree built as CANN 8.5.0 (exports aclFinalizeReference)."""
+    root = tmp_path_factory.mktemp("cann-emulator-8.5")
+    build(root, cann_version="8.5.0")
+    return root
+
+
+def test_repeated_init_is_counted_and_finalize_ends_acl_for_everyone(emulator_root: Path) -> None:
+    ok(run_script(emulator_root / "lib64", """
+        p = ffi.new("void **")
+        assert c.rt.aclInit(ffi.NULL) == 0
+        assert c.rt.aclInit(ffi.NULL) == 100002 and "2 callers" in c.last_error()
+        assert c.rt.aclInit(ffi.NULL) == 100002 and "3 callers" in c.last_error()
+        try:
+            c.rt.aclFinalizeReference
+            raise SystemExit("aclFinalizeReference is exported by an 8.3 tree")
+        except AttributeError:
+            pass
+        assert c.rt.aclFinalize() == 0  # one call ends ACL for all three callers
+        assert c.rt.aclrtSetDevice(0) == 100000 and "finalized" in c.last_error()
+        assert c.rt.aclrtMalloc(p, 8, 0) == 100000
+        assert c.rt.aclFinalize() == 100037
+        assert c.rt.aclInit(ffi.NULL) == 0  # a new start, counted from one
+        assert c.rt.aclrtSetDevice(0) == 0
+        print("ok")
+    """))
+
+
+def test_finalize_reference_from_8_5(root_8_5: Path) -> None:
+    ok(run_script(root_8_5 / "lib64", """
+        out = ffi.new("char[]", 128)
+        assert c.rt.aclsysGetVersionStr(ffi.new("char[]", b"runtime"), out) == 0
+        assert ffi.string(out) == b"8.5.0"
+        assert open(os.environ["ROOT"] + "/share/info/runtime/version.info").read() == "Version=8.5.0\\n"
+        n = ffi.new("uint64_t *")
+        assert c.rt.aclFinalizeReference(n) == 100037  # nothing to finalize yet
+        for _ in range(3):
+            c.rt.aclInit(ffi.NULL)
+        c.last_error()
+        assert c.rt.aclFinalizeReference(n) == 0 and n[0] == 2
+        assert c.rt.aclrtSetDevice(0) == 0  # still initialised for the other two
+        assert c.rt.aclFinalizeReference(n) == 0 and n[0] == 1
+        assert c.rt.aclFinalizeReference(ffi.NULL) == 0  # the last one finalizes
+        assert c.rt.aclrtSetDevice(0) == 100000
+        assert c.rt.aclFinalizeReference(n) == 100037 and n[0] == 0
+        assert c.rt.aclFinalize() == 100037
+        print("ok")
+    """, {"ROOT": str(root_8_5)}))

@@ -116,48 +116,90 @@ const char *aclGetRecentErrMsg(void)
 
 /* ---- initialisation ---- */
 
-static int g_initialized;
+/* hicann/runtime src/acl/aclrt_impl/acl.cpp: aclInit counts its callers (a repeated call increments the
+ * count and returns ACL_ERROR_REPEAT_INITIALIZE); aclFinalize finalizes whatever the count and sets it to
+ * zero (ACL ends for every user in the process); aclFinalizeReference (8.5 and later) decrements and
+ * finalizes when it reaches zero. The process id is recorded at aclInit: ACL does not survive a fork. */
+static uint64_t g_init_count;
 static int g_finalized;
+static pid_t g_init_pid;
 
 int emuInternalRequireInit(void)
 {
-    if (g_initialized) return 0;
-    emuInternalSetError("aclInit has not been called%s (status 100001)",
-                        g_finalized ? " since aclFinalize" : "");
+    if (g_init_count) return 0;
+    if (g_finalized) {
+        emuInternalSetError("ACL was finalized (aclFinalize, or aclFinalizeReference reaching zero): "
+                            "call aclInit again before using it (status 100000)");
+        return ACL_ERROR_INVALID_PARAM;
+    }
+    emuInternalSetError("aclInit has not been called (status 100001)");
     return ACL_ERROR_UNINITIALIZE;
 }
 
+EMU_HIDDEN int emu_forked_child(void) { return g_init_count && g_init_pid != getpid(); }
+EMU_HIDDEN long emu_init_pid(void) { return (long)g_init_pid; }
+
 static aclError init_locked(const char *configPath)
 {
-    if (g_initialized) {
-        emuInternalSetError("aclInit was already called in this process (status 100002)");
+    if (g_init_count) {
+        g_init_count++;
+        emuInternalSetError("aclInit was already called in this process (%llu callers now; status 100002)",
+                            (unsigned long long)g_init_count);
         return ACL_ERROR_REPEAT_INITIALIZE;
     }
     if (configPath && *configPath && access(configPath, R_OK) != 0) {
         emuInternalSetError("cannot read the config file '%s' (status 100000)", configPath);
         return ACL_ERROR_INVALID_PARAM;
     }
-    g_initialized = 1;
+    g_init_count = 1;
     g_finalized = 0;
+    g_init_pid = getpid();
     return ACL_SUCCESS;
 }
 
 aclError aclInit(const char *configPath) { EMU_CALL(aclInit, init_locked(configPath)); }
 
+/* Objects stay registered: live counters keep showing what the caller never released. */
+static void finalize_now(void)
+{
+    g_init_count = 0;
+    g_finalized = 1;
+}
+
 static aclError finalize_locked(void)
 {
-    if (!g_initialized) {
-        emuInternalSetError(g_finalized ? "aclFinalize was already called (status 100037)"
-                                        : "aclInit has not been called (status 100001)");
-        return g_finalized ? ACL_ERROR_REPEAT_FINALIZE : ACL_ERROR_UNINITIALIZE;
+    if (g_finalized) {
+        emuInternalSetError("aclFinalize was already called (status 100037)");
+        return ACL_ERROR_REPEAT_FINALIZE;
     }
-    /* Objects stay registered: live counters keep showing what the caller never released. */
-    g_initialized = 0;
-    g_finalized = 1;
+    if (!g_init_count) {
+        emuInternalSetError("aclInit has not been called (status 100001)");
+        return ACL_ERROR_UNINITIALIZE;
+    }
+    finalize_now();
     return ACL_SUCCESS;
 }
 
 aclError aclFinalize(void) { EMU_CALL(aclFinalize, finalize_locked()); }
+
+#ifndef EMU_NO_FINALIZE_REFERENCE
+static aclError finalize_reference_locked(uint64_t *refCount)
+{
+    if (g_init_count < 1) {
+        if (refCount) *refCount = 0;
+        emuInternalSetError("aclFinalizeReference called repeatedly or without aclInit (status 100037)");
+        return ACL_ERROR_REPEAT_FINALIZE;
+    }
+    if (--g_init_count == 0) finalize_now();
+    if (refCount) *refCount = g_init_count;
+    return ACL_SUCCESS;
+}
+
+aclError aclFinalizeReference(uint64_t *refCount)
+{
+    EMU_CALL(aclFinalizeReference, finalize_reference_locked(refCount));
+}
+#endif
 
 /* aclrtGetVersion reports the version of the ACL API, not the CANN release: ACL_MAJOR_VERSION,
  * ACL_MINOR_VERSION and ACL_PATCH_VERSION of hicann/runtime's include/external/acl/acl_rt.h (1.17.0). */
