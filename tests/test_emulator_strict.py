@@ -341,3 +341,25 @@ def test_finalize_reference_from_8_5(root_8_5: Path) -> None:
         assert c.rt.aclFinalize() == 100037
         print("ok")
     """, {"ROOT": str(root_8_5)}))
+
+
+# -- 4. fork --
+
+def test_acl_is_refused_in_a_forked_child(emulator_root: Path) -> None:
+    ok(run_script(emulator_root / "lib64", """
+        p = ffi.new("void **")
+        assert c.rt.aclInit(ffi.NULL) == 0 and c.rt.aclrtSetDevice(0) == 0
+        pid = os.fork()
+        if pid == 0:
+            before = stat("errors_detected")
+            code = c.rt.aclrtMalloc(p, 64, 0)
+            msg = c.last_error() or ""
+            good = code == 507899 and "after fork" in msg and stat("errors_detected") == before + 1
+            good = good and c.rt.aclInit(ffi.NULL) == 507899  # no way back in the child
+            os._exit(0 if good else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.WEXITSTATUS(status) == 0, "the child was not refused"
+        assert c.rt.aclrtMalloc(p, 64, 0) == 0  # the parent carries on
+        assert c.rt.aclrtFree(p[0]) == 0
+        print("ok")
+    """))
