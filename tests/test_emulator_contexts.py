@@ -121,7 +121,8 @@ def test_a_wait_orders_another_streams_work_without_the_host(rt: Rt, two_streams
             c.check(c.rt.aclrtStreamWaitEvent(consumer, event))
         c.check(c.rt.aclrtMemcpyAsync(dst, 64, src, 64, D2D, consumer))
         c.check(c.rt.aclrtSynchronizeStream(consumer))
-        return c.d2h(dst, 64), emu.stat("host_syncs")
+        waits = emu.stat("host_syncs")
+        return c.d2h(dst, 64), waits
 
     # The bug: the consumer reads src before the producer's copy has run.
     assert pipeline(wait=False) == (bytes([FRESH]) * 64, 1)

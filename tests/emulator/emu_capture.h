@@ -15,6 +15,7 @@
 #define EMU_RT_STREAM_NOT_CAPTURED 107029     /* ACL_ERROR_RT_STREAM_NOT_CAPTURED */
 #define EMU_RT_CAPTURE_MODE_NOT_SUPPORT 107030 /* ACL_ERROR_RT_CAPTURE_MODE_NOT_SUPPORT */
 #define EMU_RT_CAPTURE_WRONG_THREAD 107038    /* ACL_ERROR_RT_STREAM_CAPTURE_WRONG_THREAD */
+#define EMU_RT_CAPTURE_MODE_BLOCK_ASYNC 107041 /* ACL_ERROR_RT_CAPTURE_MODE_BLOCK_ASYNC */
 #define EMU_RT_FEATURE_NOT_SUPPORT 207000     /* ACL_ERROR_RT_FEATURE_NOT_SUPPORT */
 #define EMU_RT_STREAM_NOT_COMPLETE 507004     /* ACL_ERROR_RT_STREAM_NOT_COMPLETE */
 #define EMU_RT_CAPTURE_INVALIDATED 507903     /* ACL_ERROR_RT_STREAM_CAPTURE_INVALIDATED */
@@ -42,8 +43,9 @@ EMU_HIDDEN int emu_capture_record(emu_graph *g, const emu_task_desc *t);
 /* Invalidates the capture (aclmdlRICaptureEnd will fail with 507903), sets the thread's message from
  * fmt and returns code. */
 EMU_HIDDEN int emu_capture_refuse(emu_graph *g, int code, const char *fmt, ...) EMU_PRINTF(3, 4);
-/* Synchronous copies and memsets: 0, or 107030 (invalidating) when a capture's mode forbids them here. */
-EMU_HIDDEN int emu_capture_check_sync_work(const char *what);
+/* Synchronous copies and memsets: 0, or code (107030, or 107041 for an asynchronous copy the runtime made
+ * synchronous), invalidating, when a capture's mode forbids them here. */
+EMU_HIDDEN int emu_capture_check_sync_work(const char *what, int code);
 /* Device synchronisation: 0, or 107027 (invalidating) while any stream of device is captured. */
 EMU_HIDDEN int emu_capture_check_device_sync(int device);
 

@@ -110,7 +110,7 @@ static const char *mode_name(int mode)
 
 /* Context::IsCaptureModeSupport with the thread's exchange mode at its default (global): refused while
  * a GLOBAL capture runs in the thread's current context, or a THREAD_LOCAL one begun by this thread. */
-int emu_capture_check_sync_work(const char *what)
+int emu_capture_check_sync_work(const char *what, int code)
 {
     void *ctx = emu_current_context();
     emu_graph *first = NULL;
@@ -122,7 +122,7 @@ int emu_capture_check_sync_work(const char *what)
         else invalidate(g, "a synchronous copy or memset was made during the capture");
     }
     if (!first) return 0;
-    return emu_capture_refuse(first, EMU_RT_CAPTURE_MODE_NOT_SUPPORT, "%s is not allowed while stream %p is captured "
+    return emu_capture_refuse(first, code, "%s is not allowed while stream %p is captured "
                               "in %s mode (only ACL_MODEL_RI_CAPTURE_MODE_RELAXED allows it)", what, first->stream,
                               mode_name(first->mode));
 }
