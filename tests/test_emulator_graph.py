@@ -29,7 +29,7 @@ STATUS_NONE, STATUS_ACTIVE, STATUS_INVALIDATED = 0, 1, 2
 ACL_EVENT_SYNC = 1
 RT_PARAM, STREAM_CAPTURED, EVENT_CAPTURED, MODE_NOT_SUPPORT = 107000, 107027, 107028, 107030
 NOT_CAPTURED, WRONG_THREAD, MODEL_CAPTURED, CAPTURE_DEPENDENCY = 107029, 107038, 107026, 107024
-FEATURE_NOT_SUPPORT, INVALIDATED, AICORE = 207000, 507903, 507015
+FEATURE_NOT_SUPPORT, INVALIDATED, AICORE, MODE_BLOCK_ASYNC = 207000, 507903, 507015, 107041
 FRESH = 0xA5
 
 
@@ -340,6 +340,20 @@ def test_synchronous_copies_follow_the_capture_mode(mode: int, here: int, elsewh
     assert code == (INVALIDATED if here or elsewhere else 0)
     if graph != c.ffi.NULL:
         c.check(c.rt.aclmdlRIDestroy(graph))
+
+
+def test_a_pageable_copy_made_synchronous_is_refused_during_a_global_capture(rt: Rt, bufs: Buffers,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    c = rt.c
+    monkeypatch.setenv("CANN_EMU_VERSION", "8.5.0")  # pageable async copies run synchronously from 8.5
+    other = c.create_stream()
+    pageable = bytearray(64)
+    c.check(c.rt.aclrtMemcpyAsync(bufs.dst, 64, c.ffi.from_buffer(pageable), 64, H2D, other))  # no capture: fine
+    c.check(c.rt.aclmdlRICaptureBegin(rt.stream, GLOBAL))
+    code = c.rt.aclrtMemcpyAsync(bufs.dst, 64, c.ffi.from_buffer(pageable), 64, H2D, other)
+    fails_with(c, code, MODE_BLOCK_ASYNC, "pageable copy made synchronous", "GLOBAL")
+    assert end(c, rt.stream) == (INVALIDATED, c.ffi.NULL)
+    c.check(c.rt.aclrtDestroyStream(other))
 
 
 @pytest.mark.parametrize("mode", [GLOBAL, THREAD_LOCAL, RELAXED])
