@@ -83,7 +83,6 @@ static int stream_exists(const emu_stream *s, uint64_t serial)
 emu_graph *emu_stream_capture(void *stream) { return ((emu_stream *)stream)->capture; }
 void emu_stream_set_capture(void *stream, emu_graph *g) { ((emu_stream *)stream)->capture = g; }
 void *emu_stream_context(void *stream) { return ((emu_stream *)stream)->ctx; }
-int emu_stream_device(void *stream) { return ((emu_stream *)stream)->device; }
 
 static void record_error(emu_stream *s, int rc, const char *task_name, const char *detail)
 {
