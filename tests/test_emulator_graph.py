@@ -7,6 +7,7 @@ capture is refused with its code and invalidates the capture, so that aclmdlRICa
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -404,8 +405,12 @@ def test_model_instance_misuse_is_refused(rt: Rt) -> None:
 
 def test_no_graph_build_hides_the_graph_symbols(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                 emulator_root: Path) -> None:
+    nm = shutil.which("nm")
+    if nm is None:
+        pytest.skip("nm (binutils) is not installed")
+
     def exports(lib64: Path) -> set[str]:
-        out = subprocess.run(["nm", "-D", "--defined-only", str(lib64 / "libascendcl.so")], capture_output=True,
+        out = subprocess.run([nm, "-D", "--defined-only", str(lib64 / "libascendcl.so")], capture_output=True,
                              text=True, check=True).stdout
         return set(out.split())
 
