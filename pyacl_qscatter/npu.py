@@ -9,7 +9,6 @@ the real ``self`` asynchronously on a stream.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from typing import Any
 
@@ -17,9 +16,10 @@ import numpy as np
 
 from . import _calls, _loader, reference
 from ._prepared import Prepared
+from ._transfer import download
 from .contract import Plan, check_arguments, check_indices
-from .errors import CannError, InvalidValueError, QScatterError
-from .memory import D2D, D2H, H2D, DeviceArray, close_on_error
+from .errors import InvalidValueError, QScatterError
+from .memory import D2D, DeviceArray, close_on_error, stage_host
 from .runtime import Device, Stream, _activate, close_all, ensure_runtime
 
 __all__ = ["copy_device", "last_status_failure", "launch", "npu_status", "run_device", "run_host"]
@@ -81,14 +81,14 @@ def launch(plan: Plan, arrays: tuple[DeviceArray | None, ...], stream: Stream) -
 
 
 class _Staging:
-    """Device blocks for the host inputs and outputs of one call, and the host arrays the queued copies
-    read or write: all held until the stream has run those copies, then released together."""
+    """Device arrays for the host inputs of one call, each filled through pinned memory on the call's
+    stream without waiting (`memory.stage_host`). Closed once the call is queued: their blocks go back to
+    that stream's cache, which only later work on the same stream reuses, and the pinned buffers go back
+    to their pool when a fence shows their copies ran."""
 
     def __init__(self, device: Device, stream: Stream) -> None:
         self.device, self.stream = device, stream
         self.arrays: list[DeviceArray] = []
-        self.hosts: list[Array] = []
-        self.pending = False
 
     def empty(self, shape: tuple[int, ...], dtype: Any) -> DeviceArray:
         arr = DeviceArray.empty(shape, dtype, device=self.device, stream=self.stream)
@@ -96,40 +96,18 @@ class _Staging:
         return arr
 
     def upload(self, value: Any) -> DeviceArray:
-        host = np.ascontiguousarray(value)
-        arr = self.empty(host.shape, host.dtype)
-        if host.nbytes:
-            self.hosts.append(host)  # the copy reads it when the stream gets there
-            self.pending = True
-            _calls.memcpy_async(arr.ptr, arr.storage * arr.dtype.itemsize, _calls.buffer_address(host),
-                                host.nbytes, H2D, self.stream.handle)
+        arr = stage_host(value, self.stream)
+        self.arrays.append(arr)
         return arr
 
-    def download(self, arr: DeviceArray, host: Array) -> None:
-        self.hosts.append(host)
-        self.pending = True
-        _calls.memcpy_async(_calls.buffer_address(host, writable=True), host.nbytes, arr.data_ptr, host.nbytes, D2H,
-                            self.stream.handle)
-
-    def wait(self) -> None:
-        self.stream.synchronize()
-        self.pending = False
-        self.hosts.clear()
-
     def close(self) -> None:
-        """Release everything; if copies may still be queued (a failure interrupted the call), wait first."""
-        try:
-            if self.pending:
-                with contextlib.suppress(CannError):  # the failure being raised already reports this stream
-                    self.stream.synchronize()
-        finally:
-            self.hosts.clear()
-            close_all(self.arrays)
+        close_all(self.arrays)
 
 
 def run_host(self_: Array, indices: Array, updates: Array, scales: Array, zero_points: Array | None,
              axis: int, quant_axis: int, reduce: str, device: Device | int | None = None) -> None:
-    """The NumPy in-place call on the device: synchronous; ``self_`` is written only after success.
+    """The NumPy in-place call on the device: synchronous, one host wait (for the quantized rows);
+    ``self_`` is written only after success.
 
     >>> run_host(cache, idx, upd, sc, None, -2, -1, "update")  # doctest: +SKIP
     """
@@ -149,9 +127,7 @@ def run_host(self_: Array, indices: Array, updates: Array, scales: Array, zero_p
         compact_plan = check_arguments(compact, d_idx, d_upd, d_sc, d_zp, plan.axis, plan.quant_axis, reduce,
                                        dev.product)
         launch(compact_plan, (compact, d_idx, d_upd, d_sc, d_zp), stream)
-        quantized = np.empty(plan.updates_shape, np.int8)
-        staging.download(compact, quantized)
-        staging.wait()
+        quantized = download(compact, stream)
     finally:
         staging.close()
     reference.scatter(self_, indices, quantized, plan)
@@ -181,9 +157,10 @@ def run_device(self_: DeviceArray, indices: Any, updates: Any, scales: Any, zero
 
     Calls whose inputs are all device arrays are prepared once per (arrays, axes, stream) and then reuse
     their descriptors, workspace and (where CANN allows) executor; ``prepare=False`` (a one-off self, as in
-    an out-of-place call) runs once without keeping anything. Host (NumPy) inputs are copied in first,
-    which waits for the stream. Index values on the device are checked through a small copy to the host
-    (which also waits) unless ``check_index_values`` is False.
+    an out-of-place call) runs once without keeping anything. Host (NumPy) inputs are staged through
+    pinned memory and copied in on the stream without waiting; their index values are checked on the host.
+    Index values on the device are checked through a small copy to the host (which waits) unless
+    ``check_index_values`` is False.
 
     >>> run_device(d_cache, d_idx, d_upd, d_sc, None, -2, -1, "update", stream, True)  # doctest: +SKIP
     """
@@ -219,8 +196,6 @@ def _run_device_slow(self_: DeviceArray, arrays: tuple[Any, ...], key: tuple[Any
     try:
         d_idx, d_upd, d_sc = (_to_device(v, staging) for v in arrays[1:4])
         d_zp = None if arrays[4] is None else _to_device(arrays[4], staging)
-        if staging.pending:
-            staging.wait()
         plan = check_arguments(self_, d_idx, d_upd, d_sc, d_zp, axis, quant_axis, reduce, dev.product)
         indices = arrays[1]
         if not isinstance(indices, DeviceArray):  # host index values cost nothing to check: always checked
