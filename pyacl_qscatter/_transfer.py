@@ -19,7 +19,7 @@ import numpy as np
 
 from . import _calls
 from .errors import CannError
-from .pinned import ALIGN, host_array, is_pinned, pinned_pool
+from .pinned import ALIGN, PinnedPool, host_array, is_pinned, pinned_pool
 from .runtime import Stream, _activate, ensure_runtime
 
 if TYPE_CHECKING:
@@ -139,12 +139,20 @@ def download(arr: DeviceArray, stream: Stream, out: Array | None = None) -> Arra
             stream.synchronize()
             offsets = np.arange(n, dtype=np.int64) * hp + (addrs & (ALIGN - 1))
         result = _gather(staging, offsets, run, arr)
-        if out is None:
-            return result
-        np.copyto(out, result)
-        return out
-    finally:
-        pool.give(ptr, taken)  # every copy into it ran (the stream was waited for), or none was queued
+    except BaseException:
+        _give_back(pool, ptr, taken, handle)
+        raise
+    pool.give(ptr, taken)  # every copy into it ran: the stream was waited for
+    if out is None:
+        return result
+    np.copyto(out, result)
+    return out
+
+
+def _give_back(pool: PinnedPool, ptr: int, size: int, stream: int) -> None:
+    """After a failure: the buffer returns once the copies queued before it ran (never earlier)."""
+    with contextlib.suppress(CannError):  # the failure being raised is the one to report
+        pool.give_after(ptr, size, stream)
 
 
 def upload(arr: DeviceArray, data: Array, stream: Stream, *, wait: bool) -> None:
@@ -193,13 +201,12 @@ def upload(arr: DeviceArray, data: Array, stream: Stream, *, wait: bool) -> None
         else:
             for i, addr in enumerate(addrs.tolist()):
                 _calls.memcpy_async(addr, run, ptr + i * hp, run, H2D, handle)
+        if wait:
+            stream.synchronize()
     except BaseException:
-        with contextlib.suppress(CannError):  # the failure being raised is the one to report
-            stream.synchronize()  # copies queued before the failure may still read the buffer
-        pool.give(ptr, taken)
+        _give_back(pool, ptr, taken, handle)
         raise
     if wait:
-        stream.synchronize()
         pool.give(ptr, taken)
     else:
         pool.give_after(ptr, taken, handle)

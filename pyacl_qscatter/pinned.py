@@ -122,6 +122,7 @@ class PinnedPool:
         self.fences = fences_for(device_id)
         self._lock = threading.RLock()
         self._free: defaultdict[int, list[int]] = defaultdict(list)
+        self._parked: list[tuple[int, int]] = []  # buffers whose copies' end could not be fenced: freed at drain
         self.cached_bytes = 0  # free buffers held for reuse
         self.allocations = 0  # aclrtMallocHost calls made
 
@@ -158,7 +159,12 @@ class PinnedPool:
 
         >>> pinned_pool(0).give_after(ptr, size, stream.handle)  # doctest: +SKIP
         """
-        self.fences.after(stream, lambda: self.give(ptr, size), keep)
+        try:
+            self.fences.after(stream, lambda: self.give(ptr, size), keep)
+        except BaseException:
+            with self._lock:  # a copy may still be queued: kept apart until the device is known idle
+                self._parked.append((ptr, size))
+            raise
 
     def hold_until_run(self, stream: int, keep: object) -> None:
         """Keep ``keep`` alive until the work queued on ``stream`` so far has run.
@@ -173,9 +179,13 @@ class PinnedPool:
         >>> pinned_pool(0).drain()  # doctest: +SKIP
         """
         self.fences.drain()
+        if self._parked:
+            _activate(self.device_id)
+            _calls.synchronize_device()
         with self._lock:
-            taken = [p for bucket in self._free.values() for p in bucket]
+            taken = [p for bucket in self._free.values() for p in bucket] + [p for p, _ in self._parked]
             self._free.clear()
+            self._parked.clear()
             self.cached_bytes = 0
         if taken:
             _activate(self.device_id)
