@@ -362,6 +362,9 @@ class DeviceArray:
                                     f"with a non-negative offset, got {st} and {offset}")
         if not isinstance(ptr, int) or isinstance(ptr, bool) or ptr <= 0:
             raise InvalidValueError("ptr", "ptr", f"must be a non-NULL device address (int), got {ptr!r}")
+        if ptr % 32:  # aclCreateTensor's documented requirement; CANN itself does not check (undefined results)
+            raise InvalidValueError("alignment", "ptr", f"must be 32-byte aligned, as aclCreateTensor requires "
+                                    f"(wrap the allocation's start and pass offset=), got 0x{ptr:x}")
         return cls(ptr, shp, dt, st, offset, dev, _extent(shp, st, offset), None, owner)
 
     # -------------------------------------------------------------------------------------- properties

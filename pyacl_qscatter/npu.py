@@ -42,6 +42,9 @@ def npu_status() -> tuple[bool, str]:
     ok, why = _loader.is_available()
     if not ok:
         return False, why
+    kernels, why_not = _loader.kernel_path()
+    if kernels is None:  # every aclnn call would fail with 561107: the automatic choice falls back to cpu
+        return False, f"CANN loaded but {why_not}"
     with _status_lock:
         try:
             cann = ensure_runtime()
