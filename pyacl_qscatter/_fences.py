@@ -16,11 +16,13 @@ from collections import deque
 from collections.abc import Callable
 
 from . import _calls
-from .runtime import CACHES, _activate, call_each, ensure_runtime, track
+from .errors import CannError
+from .runtime import CACHES, call_each, ensure_runtime, track, use_device
 
 __all__ = ["ACL_EVENT_SYNC", "FencePool", "create_sync_event", "fences_for"]
 
 ACL_EVENT_SYNC = 1  # acl_rt.h
+ACL_ERROR_RT_STREAM_CONTEXT = 107003  # rt_error_codes.h: the stream belongs to a context that is not current
 MAX_PENDING = 256  # outstanding fences per device before the oldest is waited for
 
 
@@ -64,8 +66,8 @@ class FencePool:
         with self._lock:
             event = self._free.pop() if self._free else None
         if event is None:
-            _activate(self.device_id)
-            event = create_sync_event()
+            with use_device(self.device_id):
+                event = create_sync_event()
         try:
             _calls.record_event(event, stream)
         except BaseException:
@@ -78,18 +80,23 @@ class FencePool:
 
     def order(self, waiter: int, producer: int) -> None:
         """Make later work on stream ``waiter`` wait, on the device, for the work queued on ``producer`` so
-        far (``aclrtStreamWaitEvent``); a host wait for ``producer`` where the toolkit lacks that call.
+        far (``aclrtStreamWaitEvent``, in the package's context of the device). The host waits for
+        ``producer`` instead where the toolkit lacks that call, or where one of the streams belongs to
+        another runtime's context (ACL cannot tell a stream's context: CANN refuses with 107003).
 
         >>> fences_for(0).order(s2.handle, s1.handle)  # doctest: +SKIP
         """
         if waiter == producer:
             return
-        if not ensure_runtime().caps.stream_wait_event:
-            _activate(self.device_id)
+        with use_device(self.device_id):
+            if ensure_runtime().caps.stream_wait_event:
+                try:
+                    _calls.stream_wait_event(waiter, self.after(producer))
+                    return
+                except CannError as exc:
+                    if exc.code != ACL_ERROR_RT_STREAM_CONTEXT:
+                        raise
             _calls.synchronize_stream(producer)
-            return
-        event = self.after(producer)
-        _calls.stream_wait_event(waiter, event)
 
     def reap(self) -> None:
         """Run the ``done`` of every leading fence that has completed (queried, never waited for); wait for
@@ -109,8 +116,8 @@ class FencePool:
             if can_query and _calls.query_event_status(event):
                 pass
             elif crowded:
-                _activate(self.device_id)
-                _calls.synchronize_event(event)
+                with use_device(self.device_id):
+                    _calls.synchronize_event(event)
             else:
                 return
             self._retire(event, done)
@@ -134,14 +141,14 @@ class FencePool:
                 if not self._pending:
                     break
                 event, done, _ = self._pending[0]
-            _activate(self.device_id)
-            _calls.synchronize_event(event)
+            with use_device(self.device_id):
+                _calls.synchronize_event(event)
             self._retire(event, done)
         with self._lock:
             events, self._free = self._free, []
         if events:
-            _activate(self.device_id)
-            call_each(_calls.destroy_event, events)
+            with use_device(self.device_id):
+                call_each(_calls.destroy_event, events)
 
     @property
     def outstanding(self) -> int:

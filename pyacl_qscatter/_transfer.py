@@ -20,7 +20,7 @@ import numpy as np
 from . import _calls
 from .errors import CannError
 from .pinned import ALIGN, PinnedPool, host_array, is_pinned, pinned_pool
-from .runtime import Stream, _activate, ensure_runtime
+from .runtime import Stream, ensure_runtime, use_device
 
 if TYPE_CHECKING:
     from .memory import DeviceArray
@@ -80,18 +80,22 @@ def _gather(staging: Array, offsets: Array, run: int, arr: DeviceArray) -> Array
 
 def download(arr: DeviceArray, stream: Stream, out: Array | None = None) -> Array:
     """Copy ``arr`` to the host on ``stream`` and wait for that stream (one host wait); return the host
-    array (``out`` when given: C-contiguous, right shape and dtype, checked by the caller).
+    array (``out`` when given: right shape and dtype, checked by the caller).
 
     >>> download(d, Device(0).stream)  # doctest: +SKIP
     """
     if arr.nbytes == 0:
         return np.empty(arr.shape, arr.dtype) if out is None else out
+    with use_device(arr.device.id, stream.context):
+        return _download(arr, stream, out)
+
+
+def _download(arr: DeviceArray, stream: Stream, out: Array | None) -> Array:
     addrs, run = rows(arr)
     n = len(addrs)
     lo, hi = int(addrs.min()), int(addrs.max()) + run
     start = _down(lo)
     handle = stream.handle
-    _activate(arr.device.id)
     if (n == 1 and out is not None and lo == start and is_pinned(out) and out.flags.c_contiguous
             and out.ctypes.data % ALIGN == 0):
         _calls.memcpy_async(out.ctypes.data, out.nbytes, lo, run, D2H, handle)  # straight into the user's pinned
@@ -163,12 +167,15 @@ def upload(arr: DeviceArray, data: Array, stream: Stream, *, wait: bool) -> None
 
     >>> upload(d, np.ones(d.shape, d.dtype), stream, wait=False)  # doctest: +SKIP
     """
-    if arr.nbytes == 0:
-        return
+    if arr.nbytes:
+        with use_device(arr.device.id, stream.context):
+            _upload(arr, data, stream, wait)
+
+
+def _upload(arr: DeviceArray, data: Array, stream: Stream, wait: bool) -> None:
     addrs, run = rows(arr)
     n = len(addrs)
     handle = stream.handle
-    _activate(arr.device.id)
     pool = pinned_pool(arr.device.id)
     aligned = bool((addrs % ALIGN == 0).all())
     pitch = _even(addrs)

@@ -28,7 +28,18 @@ from ._fences import fences_for
 from .dtypes import ACL_DTYPE, dtype_name
 from .errors import CannError, CannOutOfMemoryError, InvalidDtypeError, InvalidValueError
 from .pinned import pinned_pool, round_size
-from .runtime import ARRAYS, CACHES, Device, Stream, _activate, call_each, close_all, is_open_stream, track
+from .runtime import (
+    ARRAYS,
+    CACHES,
+    Device,
+    Stream,
+    call_each,
+    close_all,
+    forget,
+    is_open_stream,
+    track,
+    use_device,
+)
 
 __all__ = ["DEFAULT_CACHE_LIMIT", "CachingAllocator", "DeviceArray", "allocator_for", "stage_host"]
 
@@ -56,7 +67,6 @@ class Block:
         >>> block.use_on(other_stream.handle)  # doctest: +SKIP
         """
         if stream != self.stream and stream not in self.streams:
-            _activate(self.device_id)
             fences_for(self.device_id).order(stream, self.stream)
             self.streams.add(stream)
 
@@ -119,12 +129,12 @@ class CachingAllocator:
                 self.cached_bytes -= size
                 ptr = bucket.pop()
         if ptr is None:
-            _activate(self.device_id)
-            try:
-                ptr = _calls.malloc(size)
-            except CannOutOfMemoryError:
-                self.empty_cache()
-                ptr = _calls.malloc(size)
+            with use_device(self.device_id):
+                try:
+                    ptr = _calls.malloc(size)
+                except CannOutOfMemoryError:
+                    self.empty_cache()
+                    ptr = _calls.malloc(size)
             self.mallocs += 1
         with self._lock:
             self.in_use_bytes += size
@@ -140,15 +150,14 @@ class CachingAllocator:
         """
         others = [s for s in block.streams if s != block.stream and is_open_stream(s)]
         if not is_open_stream(block.stream):
-            _activate(self.device_id)
-            for other in others:
-                _calls.synchronize_stream(other)
-            with self._lock:
-                self.in_use_bytes -= block.size
-            _calls.free(block.ptr)  # its own stream finished everything when it was closed
+            with use_device(self.device_id):
+                for other in others:
+                    _calls.synchronize_stream(other)
+                with self._lock:
+                    self.in_use_bytes -= block.size
+                _calls.free(block.ptr)  # its own stream finished everything when it was closed
             return
         if others:
-            _activate(self.device_id)
             fences = fences_for(self.device_id)
             for other in others:
                 fences.order(block.stream, other)
@@ -173,11 +182,11 @@ class CachingAllocator:
                     self.cached_bytes -= size
         if not taken:
             return
-        _activate(self.device_id)
-        for stream in {s for s, _, _ in taken}:
-            if is_open_stream(stream):
-                _calls.synchronize_stream(stream)
-        call_each(_calls.free, [p for _, _, p in taken])
+        with use_device(self.device_id):
+            for stream in {s for s, _, _ in taken}:
+                if is_open_stream(stream):
+                    _calls.synchronize_stream(stream)
+            call_each(_calls.free, [p for _, _, p in taken])
 
     def holds_stream(self, stream: int) -> bool:
         """True when blocks are cached for ``stream``.
@@ -198,8 +207,8 @@ class CachingAllocator:
             taken = [(p, k[1]) for k in keys for p in self._free.pop(k)]
             self.cached_bytes -= sum(size for _, size in taken)
         if taken:
-            _activate(self.device_id)
-            call_each(_calls.free, [p for p, _ in taken])
+            with use_device(self.device_id):
+                call_each(_calls.free, [p for p, _ in taken])
 
     def empty_cache(self) -> None:
         """Free every cached block and the device's pinned staging buffers and fences: take them off the
@@ -213,8 +222,8 @@ class CachingAllocator:
             self._free.clear()
             self.cached_bytes = 0
         try:
-            _activate(self.device_id)
-            _calls.synchronize_device()
+            with use_device(self.device_id):
+                _calls.synchronize_device()
         except BaseException:  # not known to be idle: keep them cached (a stream's teardown frees its own)
             with self._lock:
                 for key, p in taken:
@@ -222,7 +231,8 @@ class CachingAllocator:
                     self.cached_bytes += key[1]
             raise
         try:
-            call_each(_calls.free, [p for _, p in taken])  # the device was synchronised
+            with use_device(self.device_id):
+                call_each(_calls.free, [p for _, p in taken])  # the device was synchronised
         finally:
             pinned_pool(self.device_id).drain()
 
@@ -246,6 +256,19 @@ def allocator_for(device_id: int) -> CachingAllocator:
             alloc = _allocators[device_id] = CachingAllocator(device_id)
             track(CACHES, alloc, _drain, alloc)  # at exit: after arrays returned their blocks, before streams
         return alloc
+
+
+def forget_allocator(device_id: int) -> None:
+    """For `Device.reset`: free what the device's cache holds if CANN lets it, then drop the allocator (a
+    block CANN refused to free is forgotten: the reset reclaims it); the next use makes a fresh one.
+
+    >>> forget_allocator(0)  # doctest: +SKIP
+    """
+    with _alloc_lock:
+        alloc = _allocators.pop(device_id, None)
+    if alloc is not None:
+        forget(CACHES, alloc)
+        alloc.empty_cache()
 
 
 def _drain(alloc: CachingAllocator) -> None:
@@ -377,8 +400,8 @@ class DeviceArray:
         if nbytes:
             with close_on_error(arr):
                 s = arr.device.stream if stream is None else stream
-                _activate(arr.device.id)
-                _calls.memset_async(arr.ptr, arr.storage * arr.dtype.itemsize, 0, nbytes, s.handle)
+                with use_device(arr.device.id, s.context):
+                    _calls.memset_async(arr.ptr, arr.storage * arr.dtype.itemsize, 0, nbytes, s.handle)
                 if stream is None:
                     s.synchronize()
         return arr
@@ -415,6 +438,9 @@ class DeviceArray:
                                     f"with a non-negative offset, got {st} and {offset}")
         if not isinstance(ptr, int) or isinstance(ptr, bool) or ptr <= 0:
             raise InvalidValueError("ptr", "ptr", f"must be a non-NULL device address (int), got {ptr!r}")
+        if ptr % 32:  # aclCreateTensor's documented requirement; CANN itself does not check (undefined results)
+            raise InvalidValueError("alignment", "ptr", f"must be 32-byte aligned, as aclCreateTensor requires "
+                                    f"(wrap the allocation's start and pass offset=), got 0x{ptr:x}")
         return cls(ptr, shp, dt, st, offset, dev, _extent(shp, st, offset), None, owner)
 
     # -------------------------------------------------------------------------------------- properties
@@ -563,8 +589,8 @@ class DeviceArray:
                                     f"(writable: {out.flags.writeable})")
         s = self.device.stream if stream is None else stream
         if stream is None and self.nbytes:
-            _activate(self.device.id)
-            _calls.synchronize_device()
+            with use_device(self.device.id):
+                _calls.synchronize_device()
         self._use_on(s)
         return _transfer.download(self, s, out)
 

@@ -20,7 +20,7 @@ from ._transfer import download
 from .contract import Plan, check_arguments, check_indices
 from .errors import InvalidValueError, QScatterError
 from .memory import D2D, DeviceArray, close_on_error, stage_host
-from .runtime import Device, Stream, _activate, close_all, ensure_runtime
+from .runtime import Device, Stream, _activate, close_all, ensure_runtime, use_device
 
 __all__ = ["copy_device", "last_status_failure", "launch", "npu_status", "run_device", "run_host"]
 
@@ -42,6 +42,9 @@ def npu_status() -> tuple[bool, str]:
     ok, why = _loader.is_available()
     if not ok:
         return False, why
+    kernels, why_not = _loader.kernel_path()
+    if kernels is None:  # every aclnn call would fail with 561107: the automatic choice falls back to cpu
+        return False, f"CANN loaded but {why_not}"
     with _status_lock:
         try:
             cann = ensure_runtime()
@@ -117,7 +120,6 @@ def run_host(self_: Array, indices: Array, updates: Array, scales: Array, zero_p
     if plan.empty:
         return
     stream = dev.stream
-    _activate(dev.id)
     staging = _Staging(dev, stream)
     try:
         compact = staging.empty(plan.updates_shape, np.int8)
@@ -126,7 +128,8 @@ def run_host(self_: Array, indices: Array, updates: Array, scales: Array, zero_p
         d_zp = staging.upload(zero_points) if zero_points is not None else None
         compact_plan = check_arguments(compact, d_idx, d_upd, d_sc, d_zp, plan.axis, plan.quant_axis, reduce,
                                        dev.product)
-        launch(compact_plan, (compact, d_idx, d_upd, d_sc, d_zp), stream)
+        with use_device(dev.id):  # the op runs in the package's context; the caller's comes back after
+            launch(compact_plan, (compact, d_idx, d_upd, d_sc, d_zp), stream)
         quantized = download(compact, stream)
     finally:
         staging.close()

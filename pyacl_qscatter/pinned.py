@@ -21,7 +21,7 @@ from . import _calls
 from ._fences import fences_for
 from .dtypes import dtype_name
 from .errors import InvalidDtypeError, InvalidValueError
-from .runtime import ARRAYS, CACHES, Device, _activate, call_each, track
+from .runtime import ARRAYS, CACHES, Device, call_each, track, use_device
 
 __all__ = ["ALIGN", "PinnedPool", "host_array", "is_pinned", "pinned_empty", "pinned_pool", "round_size"]
 
@@ -75,8 +75,8 @@ def is_pinned(a: np.ndarray[Any, Any]) -> bool:
 
 
 def _free_host(ptr: int, device_id: int) -> None:
-    _activate(device_id)
-    _calls.free_host(ptr)
+    with use_device(device_id):
+        _calls.free_host(ptr)
 
 
 def pinned_empty(shape: tuple[int, ...] | list[int] | int, dtype: Any, *, device: Device | int | None = None
@@ -102,8 +102,8 @@ def pinned_empty(shape: tuple[int, ...] | list[int] | int, dtype: Any, *, device
         raise InvalidValueError("shape", "shape", f"must not be negative, got {shp}")
     nbytes = int(np.prod(shp, dtype=np.int64)) * dt.itemsize
     dev = Device.current() if device is None else Device(device)
-    _activate(dev.id)
-    ptr = _calls.malloc_host(max(nbytes, 1))
+    with use_device(dev.id):
+        ptr = _calls.malloc_host(max(nbytes, 1))
     owner = _Pinned(ptr, shp, dt)
     track(ARRAYS, owner, _free_host, ptr, dev.id)
     return np.asarray(owner)
@@ -139,8 +139,8 @@ class PinnedPool:
             if bucket:
                 self.cached_bytes -= size
                 return bucket.pop(), size
-        _activate(self.device_id)
-        ptr = _calls.malloc_host(size)
+        with use_device(self.device_id):
+            ptr = _calls.malloc_host(size)
         self.allocations += 1
         return ptr, size
 
@@ -180,16 +180,16 @@ class PinnedPool:
         """
         self.fences.drain()
         if self._parked:
-            _activate(self.device_id)
-            _calls.synchronize_device()
+            with use_device(self.device_id):
+                _calls.synchronize_device()
         with self._lock:
             taken = [p for bucket in self._free.values() for p in bucket] + [p for p, _ in self._parked]
             self._free.clear()
             self._parked.clear()
             self.cached_bytes = 0
         if taken:
-            _activate(self.device_id)
-            call_each(_calls.free_host, taken)
+            with use_device(self.device_id):
+                call_each(_calls.free_host, taken)
 
 
 _pools: dict[int, PinnedPool] = {}

@@ -131,7 +131,9 @@ def test_bench_figures_meet_the_goals_by_count(dev: Device, emulator_root: Path)
     figures = json.loads(out.stdout)
     assert figures["mallocs_per_call"] == 0
     assert figures["descriptors_per_call"] == 0
-    assert figures["c_calls_per_call"] < 1.1  # one launch per call, plus the two timing events over 200
+    # One launch and one aclrtGetCurrentContext per call (the caller's context is never assumed: runtime._switch),
+    # plus the two timing events over 200.
+    assert figures["c_calls_per_call"] < 2.1
     assert figures["transfer_ratio"] == pytest.approx(1.0)
     assert figures["floor_calls"] == "aclnnInplaceQuantScatter (repeatable executor)"
     assert figures["overhead_us"] > 0 and figures["floor_us"] > 0  # printed, not judged: timings flake
