@@ -52,8 +52,8 @@ class FencePool:
         self.device_id = device_id
         self._lock = threading.RLock()
         self._free: list[int] = []
-        # (event, done, keep): keep is held only so that it outlives the work the fence follows
-        self._pending: deque[tuple[int, Callable[[], None] | None, object]] = deque()
+        # (event, stream, done, keep): keep is held only so that it outlives the work the fence follows
+        self._pending: deque[tuple[int, int, Callable[[], None] | None, object]] = deque()
 
     def after(self, stream: int, done: Callable[[], None] | None = None, keep: object = None) -> int:
         """Record a fence after the work queued on ``stream`` so far; ``done()`` runs once that work is known
@@ -75,7 +75,7 @@ class FencePool:
                 self._free.append(event)
             raise
         with self._lock:
-            self._pending.append((event, done, keep))
+            self._pending.append((event, stream, done, keep))
         return event
 
     def order(self, waiter: int, producer: int) -> None:
@@ -111,7 +111,7 @@ class FencePool:
             with self._lock:
                 if not self._pending:
                     return
-                event, done, _ = self._pending[0]
+                event, _, done, _ = self._pending[0]
                 crowded = len(self._pending) > MAX_PENDING
             if can_query and _calls.query_event_status(event):
                 pass
@@ -131,6 +131,22 @@ class FencePool:
         if done is not None:
             done()
 
+    def stream_idle(self, stream: int) -> None:
+        """Retire every fence recorded on ``stream``: the caller has just waited for that stream (so their
+        work ran). Reclaims without event queries, for toolkits that have none.
+
+        >>> fences_for(0).stream_idle(stream.handle)  # doctest: +SKIP
+        """
+        with self._lock:
+            ran = [entry for entry in self._pending if entry[1] == stream]
+            if not ran:
+                return
+            self._pending = deque(entry for entry in self._pending if entry[1] != stream)
+            self._free.extend(entry[0] for entry in ran)
+        for _, _, done, _ in ran:
+            if done is not None:
+                done()
+
     def drain(self) -> None:
         """Wait for every outstanding fence, run their ``done``, and destroy every event of the pool.
 
@@ -140,7 +156,7 @@ class FencePool:
             with self._lock:
                 if not self._pending:
                     break
-                event, done, _ = self._pending[0]
+                event, _, done, _ = self._pending[0]
             with use_device(self.device_id):
                 _calls.synchronize_event(event)
             self._retire(event, done)
