@@ -36,9 +36,7 @@ Array = np.ndarray[Any, Any]
 
 
 def _wait(stream: Stream) -> None:
-    """Wait for the stream; every fence recorded on it before has then run."""
-    stream.synchronize()
-    pinned_pool(stream.device.id).fences.stream_idle(stream.handle)
+    stream.synchronize()  # retires the fences recorded on it before (runtime.Stream.synchronize)
 
 
 def _down(addr: int) -> int:
