@@ -18,7 +18,7 @@ import math
 import threading
 import weakref
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -41,11 +41,23 @@ from .runtime import (
     use_device,
 )
 
-__all__ = ["DEFAULT_CACHE_LIMIT", "CachingAllocator", "DeviceArray", "allocator_for", "stage_host"]
+__all__ = ["DEFAULT_CACHE_LIMIT", "CachingAllocator", "DeviceArray", "allocator_for", "on_empty_cache", "stage_host"]
 
 H2D, D2H, D2D = 1, 2, 3
 ACL_FORMAT_ND = 2
 DEFAULT_CACHE_LIMIT = 1 << 30  # bytes of free blocks a device's allocator keeps for reuse
+
+
+_empty_cache_hooks: list[Callable[[int], None]] = []
+
+
+def on_empty_cache(hook: Callable[[int], None]) -> None:
+    """Have ``hook(device_id)`` release what a layer above keeps for reuse on that device whenever
+    `CachingAllocator.empty_cache` runs (before the cache is taken).
+
+    >>> on_empty_cache(lambda device_id: None)
+    """
+    _empty_cache_hooks.append(hook)
 
 
 class Block:
@@ -217,6 +229,8 @@ class CachingAllocator:
 
         >>> allocator_for(0).empty_cache()  # doctest: +SKIP
         """
+        for hook in _empty_cache_hooks:
+            hook(self.device_id)
         with self._lock:
             taken = [(key, p) for key, bucket in self._free.items() for p in bucket]
             self._free.clear()

@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 
 from . import _calls, _loader, reference
+from ._host_calls import forget, host_call
 from ._prepared import Prepared
-from ._transfer import download
-from .contract import Plan, check_arguments, check_indices
+from .contract import Plan, Product, check_arguments, check_indices
 from .errors import InvalidValueError, QScatterError
 from .memory import D2D, DeviceArray, close_on_error, stage_host
-from .runtime import Device, Stream, _activate, close_all, ensure_runtime, use_device
+from .runtime import Device, Stream, _activate, close_all, ensure_runtime
 
 __all__ = ["copy_device", "last_status_failure", "launch", "npu_status", "run_device", "run_host"]
 
@@ -107,33 +107,53 @@ class _Staging:
         close_all(self.arrays)
 
 
+_plans: dict[tuple[Any, ...], Plan] = {}  # the contract's verdict per layout: it looks at shapes and dtypes only
+MAX_PLANS = 64
+
+
+def _checked(self_: Array, indices: Array, updates: Array, scales: Array, zero_points: Array | None, axis: int,
+             quant_axis: int, reduce: str, product: Product) -> Plan:
+    """`check_arguments`, remembered per layout (exact ints and str only: True or 1.0 must meet the checks)."""
+    if type(axis) is not int or type(quant_axis) is not int or type(reduce) is not str:
+        return check_arguments(self_, indices, updates, scales, zero_points, axis, quant_axis, reduce, product)
+    key = (self_.shape, self_.dtype, indices.shape, indices.dtype, updates.shape, updates.dtype, scales.shape,
+           scales.dtype, None if zero_points is None else (zero_points.shape, zero_points.dtype), axis, quant_axis,
+           reduce, product)
+    plan = _plans.get(key)
+    if plan is None:
+        plan = check_arguments(self_, indices, updates, scales, zero_points, axis, quant_axis, reduce, product)
+        if len(_plans) >= MAX_PLANS:
+            _plans.clear()
+        _plans[key] = plan
+    return plan
+
+
 def run_host(self_: Array, indices: Array, updates: Array, scales: Array, zero_points: Array | None,
              axis: int, quant_axis: int, reduce: str, device: Device | int | None = None) -> None:
-    """The NumPy in-place call on the device: synchronous, one host wait (for the quantized rows);
-    ``self_`` is written only after success.
+    """The NumPy in-place call on the device: synchronous, one host wait (for the quantized rows), with
+    the buffers of its layout kept for the next call (`_host_calls`); ``self_`` is written only after
+    success.
 
     >>> run_host(cache, idx, upd, sc, None, -2, -1, "update")  # doctest: +SKIP
     """
     dev = Device.current() if device is None else Device(device)
-    plan = check_arguments(self_, indices, updates, scales, zero_points, axis, quant_axis, reduce, dev.product)
+    plan = _checked(self_, indices, updates, scales, zero_points, axis, quant_axis, reduce, dev.product)
     check_indices(plan, indices)
     if plan.empty:
         return
-    stream = dev.stream
-    staging = _Staging(dev, stream)
-    try:
-        compact = staging.empty(plan.updates_shape, np.int8)
-        d_idx = staging.upload(np.zeros(plan.batch, np.int32))  # row b of the compact block: batch b, start 0
-        d_upd, d_sc = staging.upload(updates), staging.upload(scales)
-        d_zp = staging.upload(zero_points) if zero_points is not None else None
-        compact_plan = check_arguments(compact, d_idx, d_upd, d_sc, d_zp, plan.axis, plan.quant_axis, reduce,
-                                       dev.product)
-        with use_device(dev.id):  # the op runs in the package's context; the caller's comes back after
-            launch(compact_plan, (compact, d_idx, d_upd, d_sc, d_zp), stream)
-        quantized = download(compact, stream)
-    finally:
-        staging.close()
-    reference.scatter(self_, indices, quantized, plan)
+    parts = [updates, scales] if zero_points is None else [updates, scales, zero_points]
+    while True:
+        call = host_call(dev, plan, parts, reduce)
+        with call.lock:
+            if call.closed:  # released by another thread between the lookup and the lock: make it again
+                continue
+            try:
+                quantized = call.run(parts)
+            except BaseException:
+                forget(call)  # queued work may still use its buffers: never reused
+                raise
+            reference.scatter(self_, indices, quantized, plan)
+            return
 
 
 def _to_device(value: Any, staging: _Staging) -> DeviceArray:
