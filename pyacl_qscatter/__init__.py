@@ -28,6 +28,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from .graph import Graph, GraphCaptureError
     from .memory import DeviceArray, allocator_for
     from .runtime import Device, Event, Stream
 
@@ -35,7 +36,7 @@ __version__ = "0.1.0"
 
 # The device layer is imported on first access, so that ``import pyacl_qscatter`` stays light.
 _LAZY = {"DeviceArray": "memory", "allocator_for": "memory", "Device": "runtime", "Event": "runtime",
-         "Stream": "runtime"}
+         "Stream": "runtime", "Graph": "graph", "GraphCaptureError": "graph"}
 
 
 def __getattr__(name: str) -> Any:
@@ -61,6 +62,8 @@ __all__ = [
     "Device",
     "DeviceArray",
     "Event",
+    "Graph",
+    "GraphCaptureError",
     "InvalidDtypeError",
     "InvalidValueError",
     "Product",
