@@ -135,28 +135,50 @@ def _make_repeatable(executor: Any) -> bool:
 
 
 class _Workspace:
-    """The workspace of every prepared call on one stream: work on a stream runs in order, so one block,
-    grown to the largest size asked, serves them all. A block a graph captured stays until that graph closes."""
+    """The workspace of the prepared calls on one stream: work on a stream runs in order, so one block,
+    grown to the largest size asked, serves them all. It goes back to the allocator when the last call
+    using it is released; a block a graph captured stays until that graph closes."""
 
     def __init__(self, stream: Stream) -> None:
         self.device_id, self.handle = stream.device.id, stream.handle
         self.block: Block | None = None
         self.ptr = self.size = 0
+        self.users = 0  # live prepared calls on the stream
         self.graphs: weakref.WeakSet[Any] = weakref.WeakSet()  # open graphs whose captured calls use it
         self._retired: list[Block] = []
-        self._finalizer = track(ARRAYS, stream, _release_workspace, self)
+        self._lock = threading.RLock()
+        self._finalizer = track(ARRAYS, stream, _release_blocks, self)  # at exit, or when the stream goes
 
     def grow(self, size: int) -> None:
         if self.handle in capturing:
             raise GraphCaptureError(f"a call inside the capture needs a workspace of {size} bytes, more than the "
                                     f"{self.size} prepared: run the step once before capturing (a warm-up)")
         block = allocator_for(self.device_id).alloc(size, self.handle)
-        old, self.block, self.ptr, self.size = self.block, block, block.ptr, block.size
-        if old is not None:
-            if self.graphs:
+        with self._lock:
+            old, self.block, self.ptr, self.size = self.block, block, block.ptr, block.size
+            if old is not None:
                 self._retired.append(old)
-            else:
-                allocator_for(self.device_id).release(old)
+        if not self.graphs:
+            self._release_retired()
+
+    def enter(self) -> None:
+        """A prepared call on the stream was made.
+
+        >>> workspace.enter()  # doctest: +SKIP
+        """
+        with self._lock:
+            self.users += 1
+
+    def leave(self) -> None:
+        """A prepared call was released: the last one gives the block back (unless a graph holds it).
+
+        >>> workspace.leave()  # doctest: +SKIP
+        """
+        with self._lock:
+            self.users -= 1
+            if self.users or self.graphs:
+                return
+        _release_blocks(self)
 
     def unpin(self, graph: Any) -> None:
         """A graph closed: blocks retired while graphs used them go back once none is left.
@@ -165,9 +187,15 @@ class _Workspace:
         """
         self.graphs.discard(graph)
         if not self.graphs:
+            if self.users:
+                self._release_retired()
+            else:
+                _release_blocks(self)
+
+    def _release_retired(self) -> None:
+        with self._lock:
             retired, self._retired = self._retired, []
-            alloc = allocator_for(self.device_id)
-            call_each(alloc.release, retired)
+        call_each(allocator_for(self.device_id).release, retired)
 
     def close(self) -> None:
         """The stream is closing: close the graphs that use this workspace, then release its blocks.
@@ -180,9 +208,10 @@ class _Workspace:
             self._finalizer()
 
 
-def _release_workspace(ws: _Workspace) -> None:
-    blocks = ws._retired + ([ws.block] if ws.block is not None else [])
-    ws._retired, ws.block, ws.ptr, ws.size = [], None, 0, 0
+def _release_blocks(ws: _Workspace) -> None:
+    with ws._lock:
+        blocks = ws._retired + ([ws.block] if ws.block is not None else [])
+        ws._retired, ws.block, ws.ptr, ws.size = [], None, 0, 0
     call_each(allocator_for(ws.device_id).release, blocks)
 
 
@@ -231,6 +260,8 @@ class Prepared:
         self.buffers: dict[int, DeviceArray] = {}
         self._tensors: list[Any] = []
         self._tensor_finalizer = track(ARRAYS, self, _destroy_tensors, self._tensors)
+        self._ws = workspace_for(stream)
+        self._ws.enter()  # left by close()
         try:
             arrays = [self._device_operand(i, v) for i, v in enumerate(operands)]
             for arr in arrays:
@@ -243,7 +274,6 @@ class Prepared:
                 if arr.block is not None:
                     arr.block.use_on(stream.handle)
             stream._calls.add(self)
-            self._ws = workspace_for(stream)
             if key is not None:
                 owned = {id(b) for b in self.buffers.values()}
                 roots = {id(r): r for r in (_root(a) for a in arrays if a is not None and id(a) not in owned)}
@@ -359,7 +389,10 @@ class Prepared:
                         self._tensor_finalizer()
                     finally:
                         buffers, self.buffers = list(self.buffers.values()), {}
-                        call_each(lambda buf: buf.close(), buffers)
+                        try:
+                            call_each(lambda buf: buf.close(), buffers)
+                        finally:
+                            self._ws.leave()
 
 
 def prepare(plan: Plan, operands: tuple[Any, ...], stream: Stream, key: tuple[Any, ...]) -> Prepared:
