@@ -27,12 +27,13 @@ from typing import Any
 import numpy as np
 
 from . import _calls
+from ._transfer import upload
 from .contract import Plan, check_indices
 from .dtypes import ACL_DTYPE
 from .errors import CannError, InvalidValueError
 from .graph import GraphCaptureError, capturing
 from .memory import ACL_FORMAT_ND, Block, DeviceArray, allocator_for
-from .runtime import ARRAYS, EXECUTORS, Stream, _activate, _tls, call_each, ensure_runtime, track
+from .runtime import ARRAYS, EXECUTORS, Stream, call_each, ensure_runtime, track, use_device
 
 __all__ = ["Prepared", "find", "key_of", "repeatable_accepted"]
 
@@ -106,10 +107,10 @@ def _destroy_tensors(tensors: list[Any]) -> None:
     call_each(_calls.destroy_tensor, [t for t in tensors if t is not None])
 
 
-def _destroy_executor(executor: Any, stream: int, device_id: int) -> None:
-    _activate(device_id)
-    _calls.synchronize_stream(stream)  # queued launches may still use it
-    _calls.destroy_executor(executor)
+def _destroy_executor(executor: Any, stream: int, device_id: int, context: int | None) -> None:
+    with use_device(device_id, context):
+        _calls.synchronize_stream(stream)  # queued launches may still use it
+        _calls.destroy_executor(executor)
 
 
 def _destroy_unlaunched(executor: Any) -> None:
@@ -307,8 +308,6 @@ class Prepared:
             raise InvalidValueError("closed", "self", "this prepared call was released: an array or the stream "
                                     "it used was closed")
         stream = self.stream
-        if getattr(_tls, "current", None) != self.device_id:
-            _activate(self.device_id)
         graph = capturing.get(stream.handle)
         if graph is not None:
             graph._adopt(self, operands, check_index_values)
@@ -316,10 +315,10 @@ class Prepared:
             value = operands[position]
             if position == 1:
                 check_indices(self.plan, value)  # host index values cost nothing to check: always checked
-            buf.copy_from(value, stream=stream)
+            upload(buf, value if value.flags.c_contiguous else np.ascontiguousarray(value), stream, wait=False)
         if check_index_values and 1 not in self.buffers:
             check_indices(self.plan, operands[1].to_numpy(stream=stream))
-        with self._lock:
+        with use_device(self.device_id, stream.context), self._lock:  # the caller's context comes back after
             if self.dead:
                 raise InvalidValueError("closed", "self", "this prepared call was released while it was called")
             self._run()
@@ -344,7 +343,8 @@ class Prepared:
             raise
         if repeatable:
             self._executor, self._size = executor, size
-            self._executor_finalizer = track(EXECUTORS, self, _destroy_executor, executor, handle, self.device_id)
+            self._executor_finalizer = track(EXECUTORS, self, _destroy_executor, executor, handle, self.device_id,
+                                             self.stream.context)
         try:
             self._phase2(ws.ptr, size, executor, handle)
         except CannError as exc:

@@ -19,7 +19,7 @@ from . import _calls
 from .contract import check_indices
 from .errors import InvalidValueError, QScatterError
 from .memory import DeviceArray
-from .runtime import EXECUTORS, Device, Stream, _activate, ensure_runtime, track
+from .runtime import EXECUTORS, Device, Stream, ensure_runtime, track, use_device
 
 __all__ = ["Graph", "GraphCaptureError"]
 
@@ -33,11 +33,12 @@ class GraphCaptureError(QScatterError, RuntimeError):
     allocate or copy inside a capture, a closed graph)."""
 
 
-def _destroy_graph(model: int, device_id: int, streams: set[int]) -> None:
-    _activate(device_id)
-    for handle in streams:  # replays queued there may still run the model
-        _calls.synchronize_stream(handle)
-    _calls.ri_destroy(model)
+def _destroy_graph(model: int, device_id: int, streams: dict[int, int | None]) -> None:
+    with use_device(device_id):
+        for handle, context in streams.items():  # replays queued there may still run the model
+            with use_device(device_id, context):
+                _calls.synchronize_stream(handle)
+        _calls.ri_destroy(model)
 
 
 class Graph:
@@ -69,7 +70,8 @@ class Graph:
         self.model = 0
         self.calls: list[tuple[Any, tuple[Any, ...]]] = []  # (prepared call, the operands it was given)
         self._workspaces: list[Any] = []
-        self._streams = {self.stream.handle}  # where replays were queued (synchronised before destroying)
+        # Where replays were queued, with the stream's context: synchronised before the model is destroyed.
+        self._streams: dict[int, int | None] = {self.stream.handle: self.stream.context}
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self._closed = False
         self._state = "new"
@@ -83,8 +85,8 @@ class Graph:
         with _capture_lock:
             if handle in capturing:
                 raise GraphCaptureError(f"{self.stream!r} is already being captured")
-            _activate(self.stream.device.id)
-            _calls.capture_begin(handle, MODES[self.mode])
+            with use_device(self.stream.device.id, self.stream.context):
+                _calls.capture_begin(handle, MODES[self.mode])
             capturing[handle] = self
         self._state = "capturing"
         self.stream._calls.add(self)  # closing the stream closes the graph first
@@ -96,8 +98,8 @@ class Graph:
             capturing.pop(handle, None)
         self._state = "captured"
         try:
-            _activate(self.stream.device.id)
-            self.model = _calls.capture_end(handle)
+            with use_device(self.stream.device.id, self.stream.context):
+                self.model = _calls.capture_end(handle)
         except BaseException:
             self.close()
             if exc is None:
@@ -146,10 +148,10 @@ class Graph:
             if s.device is not self.stream.device:
                 raise InvalidValueError("stream", "stream", f"belongs to device {s.device.id}, the graph to device "
                                         f"{self.stream.device.id}")
-            self._streams.add(s.handle)
+            self._streams[s.handle] = s.context
             s._calls.add(self)
-        _activate(s.device.id)
-        _calls.ri_execute_async(self.model, s.handle)
+        with use_device(s.device.id, s.context):
+            _calls.ri_execute_async(self.model, s.handle)
 
     def write_indices(self, call: int, indices: Any) -> None:
         """Check host ``indices`` against captured call number ``call`` (in capture order) and copy them into

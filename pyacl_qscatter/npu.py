@@ -9,7 +9,6 @@ the real ``self`` asynchronously on a stream.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from typing import Any
 
@@ -17,11 +16,12 @@ import numpy as np
 
 from . import _calls, _loader, _prepared, reference
 from ._prepared import Prepared
+from ._transfer import download
 from .contract import Plan, check_arguments, check_indices
-from .errors import CannError, InvalidValueError, QScatterError
+from .errors import InvalidValueError, QScatterError
 from .graph import GraphCaptureError, capturing
-from .memory import D2D, D2H, H2D, DeviceArray, close_on_error
-from .runtime import Device, Stream, _activate, close_all, ensure_runtime
+from .memory import D2D, DeviceArray, close_on_error, stage_host
+from .runtime import Device, Stream, close_all, ensure_runtime, use_device
 
 __all__ = ["copy_device", "last_status_failure", "launch", "npu_status", "run_device", "run_host",
            "run_prepared"]
@@ -44,6 +44,9 @@ def npu_status() -> tuple[bool, str]:
     ok, why = _loader.is_available()
     if not ok:
         return False, why
+    kernels, why_not = _loader.kernel_path()
+    if kernels is None:  # every aclnn call would fail with 561107: the automatic choice falls back to cpu
+        return False, f"CANN loaded but {why_not}"
     with _status_lock:
         try:
             cann = ensure_runtime()
@@ -83,14 +86,14 @@ def launch(plan: Plan, operands: tuple[Any, ...], stream: Stream, check_index_va
 
 
 class _Staging:
-    """Device blocks for the host inputs and outputs of one call, and the host arrays the queued copies
-    read or write: all held until the stream has run those copies, then released together."""
+    """Device arrays for the host inputs of one call, each filled through pinned memory on the call's
+    stream without waiting (`memory.stage_host`). Closed once the call is queued: their blocks go back to
+    that stream's cache, which only later work on the same stream reuses, and the pinned buffers go back
+    to their pool when a fence shows their copies ran."""
 
     def __init__(self, device: Device, stream: Stream) -> None:
         self.device, self.stream = device, stream
         self.arrays: list[DeviceArray] = []
-        self.hosts: list[Array] = []
-        self.pending = False
 
     def empty(self, shape: tuple[int, ...], dtype: Any) -> DeviceArray:
         arr = DeviceArray.empty(shape, dtype, device=self.device, stream=self.stream)
@@ -98,40 +101,18 @@ class _Staging:
         return arr
 
     def upload(self, value: Any) -> DeviceArray:
-        host = np.ascontiguousarray(value)
-        arr = self.empty(host.shape, host.dtype)
-        if host.nbytes:
-            self.hosts.append(host)  # the copy reads it when the stream gets there
-            self.pending = True
-            _calls.memcpy_async(arr.ptr, arr.storage * arr.dtype.itemsize, _calls.buffer_address(host),
-                                host.nbytes, H2D, self.stream.handle)
+        arr = stage_host(value, self.stream)
+        self.arrays.append(arr)
         return arr
 
-    def download(self, arr: DeviceArray, host: Array) -> None:
-        self.hosts.append(host)
-        self.pending = True
-        _calls.memcpy_async(_calls.buffer_address(host, writable=True), host.nbytes, arr.data_ptr, host.nbytes, D2H,
-                            self.stream.handle)
-
-    def wait(self) -> None:
-        self.stream.synchronize()
-        self.pending = False
-        self.hosts.clear()
-
     def close(self) -> None:
-        """Release everything; if copies may still be queued (a failure interrupted the call), wait first."""
-        try:
-            if self.pending:
-                with contextlib.suppress(CannError):  # the failure being raised already reports this stream
-                    self.stream.synchronize()
-        finally:
-            self.hosts.clear()
-            close_all(self.arrays)
+        close_all(self.arrays)
 
 
 def run_host(self_: Array, indices: Array, updates: Array, scales: Array, zero_points: Array | None,
              axis: int, quant_axis: int, reduce: str, device: Device | int | None = None) -> None:
-    """The NumPy in-place call on the device: synchronous; ``self_`` is written only after success.
+    """The NumPy in-place call on the device: synchronous, one host wait (for the quantized rows);
+    ``self_`` is written only after success.
 
     >>> run_host(cache, idx, upd, sc, None, -2, -1, "update")  # doctest: +SKIP
     """
@@ -141,7 +122,6 @@ def run_host(self_: Array, indices: Array, updates: Array, scales: Array, zero_p
     if plan.empty:
         return
     stream = dev.stream
-    _activate(dev.id)
     staging = _Staging(dev, stream)
     try:
         compact = staging.empty(plan.updates_shape, np.int8)
@@ -150,10 +130,9 @@ def run_host(self_: Array, indices: Array, updates: Array, scales: Array, zero_p
         d_zp = staging.upload(zero_points) if zero_points is not None else None
         compact_plan = check_arguments(compact, d_idx, d_upd, d_sc, d_zp, plan.axis, plan.quant_axis, reduce,
                                        dev.product)
-        launch(compact_plan, (compact, d_idx, d_upd, d_sc, d_zp), stream)
-        quantized = np.empty(plan.updates_shape, np.int8)
-        staging.download(compact, quantized)
-        staging.wait()
+        with use_device(dev.id):  # the op runs in the package's context; the caller's comes back after
+            launch(compact_plan, (compact, d_idx, d_upd, d_sc, d_zp), stream)
+        quantized = download(compact, stream)
     finally:
         staging.close()
     reference.scatter(self_, indices, quantized, plan)
@@ -213,7 +192,6 @@ def run_device(self_: DeviceArray, indices: Any, updates: Any, scales: Any, zero
             value._check_open(name)
             if value.device is not dev:
                 raise InvalidValueError("device", name, f"is on device {value.device.id}, self on device {dev.id}")
-    _activate(dev.id)
     plan = check_arguments(*operands, axis, quant_axis, reduce, dev.product)
     if plan.empty:
         if not isinstance(indices, DeviceArray):
@@ -240,6 +218,6 @@ def copy_device(src: DeviceArray, stream: Stream | None) -> DeviceArray:
     with close_on_error(dst):
         if src.block is not None:
             src.block.use_on(s.handle)
-        _activate(src.device.id)
-        _calls.memcpy_async(dst.ptr, dst.storage * dst.dtype.itemsize, src.data_ptr, src.nbytes, D2D, s.handle)
+        with use_device(src.device.id, s.context):
+            _calls.memcpy_async(dst.ptr, dst.storage * dst.dtype.itemsize, src.data_ptr, src.nbytes, D2D, s.handle)
     return dst
