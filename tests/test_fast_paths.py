@@ -90,6 +90,8 @@ def test_host_indices_are_checked_and_copied_into_a_buffer_of_the_call(dev: Devi
         qs.quant_scatter_(host, idx, upd, sc, zp, backend="cpu")
     assert emu.calls("aclCreateTensor") == 0 and emu.calls("aclrtMalloc") == 0
     assert emu.calls("aclnnInplaceQuantScatter") == 5
+    assert emu.stat("host_syncs") == 0  # the indices went through pinned staging, queued without a wait
+    assert emu.stat("errors_detected") == 0 and emu.stat("pageable_copies") == 0
     bad = idx.copy()
     bad[2] = 40  # past the 32 rows of self: refused on the host before anything is queued
     with pytest.raises(InvalidValueError, match="indices"):
