@@ -193,6 +193,7 @@ def _floor(step: _Decode) -> tuple[Callable[[], None], Callable[[], None]]:
     phase1_args = [(*t, plan.axis, plan.quant_axis, 1, *extra, out_size, out_exec) for t in tensors]
     host = _calls.malloc_host(nbytes)
     src, dst = ffi.cast("void *", host), ffi.cast("void *", step.d_idx.ptr)
+    ffi.memmove(src, step.next_indices().tobytes(), nbytes)  # valid positions: the floor's kernels really run
     stream, ws = ffi.cast("void *", s.handle), ffi.cast("void *", calls[0]._ws.ptr)  # type: ignore[union-attr]
 
     def floor() -> None:
