@@ -320,6 +320,8 @@ class Prepared:
                 owned = {id(slot.buf) for slot in self.buffers.values()}
                 roots = {id(r): r for r in (_root(a) for a in arrays if a is not None and id(a) not in owned)}
                 self._expiries = [weakref.finalize(r, _expire, key, self) for r in roots.values()]
+                for fin in self._expiries:
+                    fin.atexit = False  # at exit the package's teardown releases the call, in its order
         except BaseException:
             self.close()
             raise
@@ -351,19 +353,27 @@ class Prepared:
         graph = capturing.get(stream.handle)
         if graph is not None:
             graph._adopt(self, operands, check_index_values)
-        for position, slot in self.buffers.items():
-            value = operands[position]
-            data = value.tobytes()
-            if position == 1 and (data != slot.data or slot.plan is not self.plan):
-                check_indices(self.plan, value)  # host index values are always checked (on the host: free)
-                slot.plan = self.plan
-            if data != slot.data:
-                slot.data = None  # unknown until the copy is queued
-                upload(slot.buf, np.ascontiguousarray(value), stream, wait=False)
-                slot.data = data
         if check_index_values and 1 not in self.buffers:
             check_indices(self.plan, operands[1].to_numpy(stream=stream))
-        with use_device(self.device_id, stream.context), self._lock:  # the caller's context comes back after
+        with use_device(self.device_id, stream.context):  # the caller's context comes back after
+            if not self.buffers:
+                self._launch()
+                return
+            with self._ws._lock:  # a shared buffer's copy and the launch that reads it are one unit on the stream
+                for position, slot in self.buffers.items():
+                    value = operands[position]
+                    data = value.tobytes()
+                    if position == 1 and (data != slot.data or slot.plan is not self.plan):
+                        check_indices(self.plan, value)  # host index values are always checked (on the host)
+                        slot.plan = self.plan
+                    if data != slot.data:
+                        slot.data = None  # unknown until the copy is queued
+                        upload(slot.buf, np.ascontiguousarray(value), stream, wait=False)
+                        slot.data = data
+                self._launch()
+
+    def _launch(self) -> None:
+        with self._lock:
             if self.dead:
                 raise InvalidValueError("closed", "self", "this prepared call was released while it was called")
             self._run()
@@ -421,20 +431,21 @@ class Prepared:
             del _cache[self.key]
         for fin in self._expiries:
             fin.detach()
-        with self._lock:
+        with self._lock:  # a launch in progress finishes first
+            graphs = list(self.graphs)
+            executor, self._executor_finalizer, self._executor = self._executor_finalizer, None, None
+        try:
+            call_each(lambda graph: graph.close(), graphs)
+        finally:
             try:
-                call_each(lambda graph: graph.close(), list(self.graphs))
+                if executor is not None:
+                    executor()
             finally:
                 try:
-                    if self._executor_finalizer is not None:
-                        fin, self._executor_finalizer, self._executor = self._executor_finalizer, None, None
-                        fin()
+                    self._tensor_finalizer()
                 finally:
-                    try:
-                        self._tensor_finalizer()
-                    finally:
-                        self.buffers = {}
-                        self._ws.leave()  # the last call on the stream gives back the shared buffers
+                    self.buffers = {}
+                    self._ws.leave()  # the last call on the stream gives back the shared buffers
 
 
 def prepare(plan: Plan, operands: tuple[Any, ...], stream: Stream, key: tuple[Any, ...]) -> Prepared:
