@@ -66,7 +66,8 @@ class HostCall:
             d_zp = inputs[2] if len(inputs) > 2 else None
             compact_plan = check_arguments(self.compact, index, inputs[0], inputs[1], d_zp, plan.axis,
                                            plan.quant_axis, reduce, dev.product)
-            self.call = Prepared(compact_plan, (self.compact, index, inputs[0], inputs[1], d_zp), stream, reuse=False)
+            self.operands = (self.compact, index, inputs[0], inputs[1], d_zp)
+            self.call = Prepared(compact_plan, self.operands, stream)
             self.block_ptr = block.ptr
             pool = pinned_pool(dev.id)
             self.in_ptr, self.out_ptr = (self._pinned(pool, n) for n in (total, self.compact.nbytes))
@@ -99,7 +100,7 @@ class HostCall:
         assert call is not None  # made in __init__, or __init__ raised
         with use_device(stream.device.id):
             _calls.memcpy_async(self.block_ptr, self.nbytes, self.in_ptr, self.nbytes, H2D, stream.handle)
-            call.run()
+            call(self.operands, False)
             n = self.compact.nbytes
             _calls.memcpy_async(self.out_ptr, n, self.compact.ptr, n, D2H, stream.handle)
             before = _fences.mark()

@@ -41,7 +41,7 @@ from .runtime import (
     use_device,
 )
 
-__all__ = ["DEFAULT_CACHE_LIMIT", "CachingAllocator", "DeviceArray", "allocator_for", "on_empty_cache", "stage_host"]
+__all__ = ["DEFAULT_CACHE_LIMIT", "CachingAllocator", "DeviceArray", "allocator_for", "on_empty_cache"]
 
 H2D, D2H, D2D = 1, 2, 3
 ACL_FORMAT_ND = 2
@@ -691,20 +691,6 @@ class DeviceArray:
     def __repr__(self) -> str:
         return (f"DeviceArray(shape={self.shape}, dtype={dtype_name(self.dtype)}, strides={self.element_strides}, "
                 f"offset={self.offset}, device={self.device.id})")
-
-
-def stage_host(value: Any, stream: Stream) -> DeviceArray:
-    """A new device array holding ``value`` (any array-like, as C-contiguous NumPy), copied on ``stream``
-    through pinned staging without waiting. Close it once the work that reads it is queued on the same
-    stream: its block goes back to that stream's cache, where only later work reuses it.
-
-    >>> d_idx = stage_host(np.array([3, 0], np.int32), stream)  # doctest: +SKIP
-    """
-    host = np.ascontiguousarray(value)
-    arr = DeviceArray.empty(host.shape, host.dtype, stream=stream)
-    with close_on_error(arr):
-        _transfer.upload(arr, host, stream, wait=False)
-    return arr
 
 
 def _device(device: Device | int | None, stream: Stream | None) -> Device:

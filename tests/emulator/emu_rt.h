@@ -30,6 +30,14 @@ EMU_HIDDEN int emu_is_device_address(uintptr_t p); /* inside a device block, liv
 EMU_HIDDEN int emu_host_block_live(uintptr_t lo, uintptr_t hi); /* range inside a live aclrtMallocHost block */
 EMU_HIDDEN int emu_host_block_known(uintptr_t p);            /* start inside a live aclrtMallocHost block */
 
+/* fault.c: stopped devices (sticky faults). */
+EMU_HIDDEN int emu_device_abort_code(int device);  /* the fault that stopped the device, or 0 */
+EMU_HIDDEN int emu_device_check_abort(int device); /* the same, with the thread's message set */
+EMU_HIDDEN void emu_device_abort_clear(int device);
+/* A queued task on stream failed with code: stops the device when the failure mode says so. */
+EMU_HIDDEN void emu_stream_fault(const void *stream, int device, int code);
+EMU_HIDDEN void emu_stream_mode_forget(const void *stream); /* the stream is gone */
+
 /* stream.c */
 EMU_HIDDEN void *emu_stream_create(void *ctx, int user);
 EMU_HIDDEN int emu_stream_drain(void *stream, uint64_t upto); /* run queued work; upto 0 = all */
