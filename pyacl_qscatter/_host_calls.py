@@ -99,8 +99,8 @@ class HostCall:
         stream, call = self.stream, self.call
         assert call is not None  # made in __init__, or __init__ raised
         with use_device(stream.device.id):
-            for off, part in self.spans:  # each part's own bytes, at 64-byte aligned addresses on both sides
-                _calls.memcpy_async(self.block_ptr + off, part, self.in_ptr + off, part, H2D, stream.handle)
+            for off, size in self.spans:  # each part's own bytes, at 64-byte aligned addresses on both sides
+                _calls.memcpy_async(self.block_ptr + off, size, self.in_ptr + off, size, H2D, stream.handle)
             call(self.operands, False)
             n = self.compact.nbytes
             _calls.memcpy_async(self.out_ptr, n, self.compact.ptr, n, D2H, stream.handle)
