@@ -445,3 +445,22 @@ def test_injected_device_fault_is_sticky(rt: Rt, emu: Emu) -> None:
     assert emu.stat("device_aborts") == 1
     restart_device(c)
     c.free(c.malloc(64))
+
+
+# -- 7. a deliberate divergence for testing hardware reports --
+
+def test_nan_value_divergence(rt: Rt, monkeypatch: pytest.MonkeyPatch) -> None:
+    c = rt.c
+    case = load_case(VALID[0])  # BF16 updates [1, 1, 32], 1-D indices: row 0, at indices[0] along axis 1
+    assert case.arrays["updates"].shape == (1, 1, 32) and case.arrays["indices"].ndim == 1
+    case.arrays["updates"] = case.arrays["updates"].copy()
+    case.arrays["updates"][..., :16] = 0x7FC0  # BF16 quiet NaN
+    at = int(case.arrays["indices"][0])
+    contract = c.run_case(case, rt.stream)
+    assert contract.sync == 0, contract.message
+    assert (contract.self_out[0, at, :16] == 0).all()  # the contract: NaN -> 0
+    monkeypatch.setenv("CANN_EMU_NAN_VALUE", "7")
+    diverged = c.run_case(case, rt.stream)
+    assert (diverged.self_out[0, at, :16] == 7).all()
+    diverged.self_out[0, at, :16] = 0
+    assert (diverged.self_out == contract.self_out).all()  # nothing else differs

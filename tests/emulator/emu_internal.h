@@ -163,4 +163,20 @@ EMU_HIDDEN void emu_format(char *buf, size_t cap, const char *fmt, ...) EMU_PRIN
         return emu_rc_;                              \
     } while (0)
 
+/* The emulated CANN release: CANN_EMU_VERSION (read at each call) or the one the tree was built as
+ * (build.py --cann-version, default 8.3.RC1). runtime.c; a private libruntime.so in an --as-shipped tree. */
+#pragma GCC visibility push(default)
+const char *emuInternalRelease(void);
+int emuInternalReleaseAtLeast(int major, int minor);
+#pragma GCC visibility pop
+
+/* ---- contexts and graph capture (emu2) ---- */
+enum { EMU_H_GRAPH = EMU_H_CONTEXT + 1 }; /* aclmdlRI handles */
+#pragma GCC visibility push(default)
+/* The stream work is launched on (NULL: the current context's default stream). Like the runtime's
+ * api_impl.cc, the thread needs a current context (107002) that owns the stream: else context_status
+ * (107003 from the runtime, 361001 through aclnn's phase 2) with a message naming both contexts. */
+int emuInternalStreamLaunch(aclrtStream stream, void **out, int *device, int context_status);
+#pragma GCC visibility pop
+
 #endif

@@ -10,10 +10,7 @@
 #define EMU_ACL_ERROR_INVALID_FILE 100003
 #define EMU_ACL_ERROR_RT_DRV_INTERNAL 507899 /* ACL_ERROR_RT_DRV_INTERNAL_ERROR: the driver refuses the call */
 
-/* state.c: the emulated CANN release, CANN_EMU_VERSION (read at each call) or the one the tree was built
- * as (build.py --cann-version, default 8.3.RC1). */
-EMU_HIDDEN const char *emu_release(void);
-EMU_HIDDEN int emu_release_at_least(int major, int minor);
+/* state.c */
 EMU_HIDDEN int emu_forked_child(void); /* ACL is initialised, by another process (we are a fork's child) */
 EMU_HIDDEN long emu_init_pid(void);
 
