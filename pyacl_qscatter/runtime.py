@@ -114,9 +114,9 @@ def _check_usable(device_id: int) -> None:
             "parent only, or start workers with multiprocessing's 'spawn' or 'forkserver' method")
     fault = _stopped.get(device_id)
     if fault is not None:
-        raise DeviceFaultError(fault.function, fault.code, f"device {device_id} stopped after this earlier fault "
-                               f"({fault.cann_message or 'no message'}); nothing was queued. Device("
-                               f"{device_id}).reset() resets it", sticky=True)
+        raise DeviceFaultError(f"device {device_id} (stopped since {fault.function} failed)", fault.code,
+                               f"nothing was queued. The earlier fault: {fault.cann_message or 'no message'}",
+                               sticky=True)
 
 
 # A kernel fault is reported by the call that waits for the work (and then cleared, in CANN's default mode).
@@ -154,9 +154,7 @@ def _after_fork_in_child() -> None:
     _forked_from = os.getppid()
     _blocked = True
     for group in _live:
-        for fin, _release, _args in group.values():
-            fin.detach()
-        group.clear()
+        group.clear()  # the finalizers stay alive (objects still look open) but release nothing here
     _device_sets.clear()
     _contexts.clear()
     _open_streams.clear()
@@ -574,18 +572,17 @@ class Device:
 def _destroy_stream(handle: int, device_id: int) -> None:
     from .memory import allocator_for
 
-    try:
-        with use_device(device_id):
-            _calls.synchronize_stream(handle)
-    finally:
+    with use_device(device_id):  # one switch for all of it: the allocator's frees run in the same context
         try:
-            allocator_for(device_id).drop_stream(handle)
+            _calls.synchronize_stream(handle)
         finally:
             try:
-                with use_device(device_id):
-                    _calls.destroy_stream(handle)
+                allocator_for(device_id).drop_stream(handle)
             finally:
-                _open_stream(handle, -1)
+                try:
+                    _calls.destroy_stream(handle)
+                finally:
+                    _open_stream(handle, -1)
 
 
 class Stream:
