@@ -30,6 +30,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from .graph import Graph, GraphCaptureError
     from .memory import DeviceArray, allocator_for
     from .runtime import Device, Event, Stream
 
@@ -37,7 +38,7 @@ __version__ = "0.1.0"
 
 # The device layer is imported on first access, so that ``import pyacl_qscatter`` stays light.
 _LAZY = {"DeviceArray": "memory", "allocator_for": "memory", "Device": "runtime", "Event": "runtime",
-         "Stream": "runtime"}
+         "Stream": "runtime", "Graph": "graph", "GraphCaptureError": "graph"}
 
 
 def __getattr__(name: str) -> Any:
@@ -65,6 +66,8 @@ __all__ = [
     "DeviceFaultError",
     "Event",
     "ForkedProcessError",
+    "Graph",
+    "GraphCaptureError",
     "InvalidDtypeError",
     "InvalidValueError",
     "Product",

@@ -26,12 +26,20 @@ from typing import Any, ClassVar
 from . import _calls, _loader, errors
 from ._ffi._cann import ffi as _ffi
 from .contract import Product, resolve_product
-from .errors import CannError, DeviceFaultError, ForkedProcessError, InvalidDtypeError, InvalidValueError
+from .errors import (
+    CannError,
+    DeviceFaultError,
+    ForkedProcessError,
+    InvalidDtypeError,
+    InvalidValueError,
+    cann_error,
+)
 
 __all__ = ["Device", "Event", "Stream", "as_address", "ensure_runtime", "use_device"]
 
 ACL_ERROR_REPEAT_INITIALIZE = 100002
 ACL_ERROR_RT_CONTEXT_NULL = 107002
+ACL_EVENT_SYNC = 0x1
 ACL_EVENT_TIME_LINE = 0x8
 
 _lock = threading.RLock()
@@ -585,6 +593,19 @@ def _destroy_stream(handle: int, device_id: int) -> None:
                     _open_stream(handle, -1)
 
 
+def _forget_stream(handle: int, device_id: int, context: int | None) -> None:
+    """The last step of a wrapped stream: once no wrapper is left, free the blocks cached for it."""
+    _open_stream(handle, -1)
+    if not is_open_stream(handle):
+        from .memory import allocator_for
+
+        alloc = allocator_for(device_id)
+        if alloc.holds_stream(handle):
+            with use_device(device_id, context):
+                _calls.synchronize_stream(handle)  # its owner's work may still use them
+            alloc.drop_stream(handle)
+
+
 class Stream:
     """A CANN stream: work queued on it runs in order. Owned streams are destroyed by `close()`;
     `from_handle` wraps a stream another runtime owns and never destroys it.
@@ -637,7 +658,8 @@ class Stream:
         self._owner = owner
         self._calls = weakref.WeakSet()
         _open_stream(self.handle, +1)
-        self._finalizer = track(STREAMS, self, _open_stream, self.handle, -1)  # forget it; never destroy it
+        self._finalizer = track(STREAMS, self, _forget_stream, self.handle, self.device.id,
+                                self.context)  # never destroyed here
         return self
 
     def synchronize(self, timeout_ms: int | None = None) -> None:
@@ -650,6 +672,39 @@ class Stream:
                 _calls.synchronize_stream(self.handle)
             else:
                 _calls.synchronize_stream_with_timeout(self.handle, int(timeout_ms))
+
+    def wait(self, event: Event) -> Stream:
+        """Make work queued on this stream from now on wait, on the device, for the work before ``event``'s
+        last `record` (``aclrtStreamWaitEvent``; the host does not wait). Where the toolkit lacks that call,
+        the host waits for the event instead. ``event`` must be made with ``sync=True`` (the default).
+        Returns self.
+
+        >>> s2.wait(Event().record(s1))  # doctest: +SKIP
+        """
+        if not event.sync:
+            raise InvalidValueError("event", "event", "was made with sync=False (a timing-only event): a stream "
+                                    "can wait only on events made with ACL_EVENT_SYNC, Event(sync=True)")
+        if event.device is not self.device:
+            raise InvalidValueError("event", "event", f"belongs to device {event.device.id}, the stream to device "
+                                    f"{self.device.id}")
+        with use_device(self.device.id, self.context):
+            if ensure_runtime().caps.stream_wait_event:
+                _calls.stream_wait_event(self.handle, event.handle)
+            else:
+                _calls.synchronize_event(event.handle)
+        return self
+
+    def query(self) -> bool:
+        """True when everything queued on this stream has run (``aclrtStreamQuery``; never waits).
+
+        >>> Stream().query()  # doctest: +SKIP
+        True
+        """
+        if not ensure_runtime().caps.stream_query:
+            raise cann_error("aclrtStreamQuery", _calls.ACL_ERROR_API_NOT_SUPPORT,
+                             "this CANN toolkit does not export aclrtStreamQuery")
+        with use_device(self.device.id, self.context):
+            return _calls.stream_query(self.handle)
 
     def close(self) -> None:
         """Release the prepared calls on this stream, then synchronise and destroy an owned stream
@@ -694,20 +749,25 @@ def _destroy_event(handle: int, device_id: int) -> None:
 
 
 class Event:
-    """A CANN event: record it on a stream, wait for it, time the work between two events.
+    """A CANN event: record it on a stream, wait for it (from the host, or from another stream with
+    `Stream.wait`), query it, time the work between two events. ``timing`` adds ``ACL_EVENT_TIME_LINE``;
+    ``sync`` (default) adds ``ACL_EVENT_SYNC``, without which CANN refuses a stream's wait on it.
 
     >>> start, end = Event(), Event()  # doctest: +SKIP
     >>> start.record(s); end.record(s); end.synchronize(); start.elapsed_ms(end)  # doctest: +SKIP
     0.012
     """
 
-    def __init__(self, device: Device | int | None = None, *, timing: bool = True) -> None:
+    def __init__(self, device: Device | int | None = None, *, timing: bool = True, sync: bool = True) -> None:
         dev = Device.current() if device is None else Device(device)
         cann = ensure_runtime()
         self.device = dev
+        # CANN: a stream can wait only on an event made with ACL_EVENT_SYNC; ACL_EVENT_TIME_LINE lets it be timed.
+        flags = (ACL_EVENT_SYNC if sync else 0) | (ACL_EVENT_TIME_LINE if timing else 0)
+        self.sync = sync  # a plain aclrtCreateEvent event can be waited on too (CANN's documentation)
         with use_device(dev.id):
-            if timing and cann.caps.event_with_flag:
-                self.handle = _calls.create_event_with_flag(ACL_EVENT_TIME_LINE)
+            if flags and cann.caps.event_with_flag:
+                self.handle = _calls.create_event_with_flag(flags)
             else:
                 self.handle = _calls.create_event()
         self._finalizer: weakref.finalize[Any, Any] | None = track(EVENTS, self, _destroy_event, self.handle, dev.id)
@@ -729,6 +789,19 @@ class Event:
         """
         with use_device(self.device.id):
             _calls.synchronize_event(self.handle)
+
+    def query(self) -> bool:
+        """True when the work queued before the last `record` has run (``aclrtQueryEventStatus``; never
+        waits).
+
+        >>> Event().record(stream).query()  # doctest: +SKIP
+        False
+        """
+        if not ensure_runtime().caps.event_query:
+            raise cann_error("aclrtQueryEventStatus", _calls.ACL_ERROR_API_NOT_SUPPORT,
+                             "this CANN toolkit does not export aclrtQueryEventStatus")
+        with use_device(self.device.id):
+            return _calls.query_event_status(self.handle)
 
     def elapsed_ms(self, end: Event) -> float:
         """Milliseconds between this event and ``end`` (both recorded and completed).
