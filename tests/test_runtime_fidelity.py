@@ -382,16 +382,34 @@ with qs.Device(0):
 """
 
 
+@pytest.fixture(scope="module")
+def cann85(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from emulator.build import BuildError, build
+
+    root = tmp_path_factory.mktemp("cann-8.5")
+    try:
+        build(root, cann_version="8.5.0")
+    except BuildError as exc:
+        pytest.skip(f"the emulator does not build here: {str(exc).splitlines()[0]}")
+    return root
+
+
 @pytest.mark.parametrize("order", ["fresh", "foreign-first"])
-def test_the_package_gives_back_exactly_its_acl_init(emulator_root: Path, order: str) -> None:
+def test_without_finalize_reference_acl_finalize_only_ends_what_we_started(emulator_root: Path, order: str) -> None:
     out = report(run_script(INIT_SCRIPT, emulator_root, order))
-    ours = 1
-    assert out["aclInit"] == ours + (order == "foreign-first")
+    assert out["aclInit"] == 1 + (order == "foreign-first")
     assert out["aclrtSetDevice"] == 1  # one per device and process; other threads share its context
-    if out["aclFinalizeReference"] >= 0:  # the toolkit has it: once per aclInit of ours, never aclFinalize
-        assert out["aclFinalizeReference"] == ours and out["aclFinalize"] == 0
-    else:  # aclFinalize only when our aclInit started ACL (else it would end ACL for the other runtime)
-        assert out["aclFinalize"] == (1 if order == "fresh" else 0)
+    assert out["aclFinalizeReference"] < 0  # 8.3: not exported
+    # aclFinalize only when our aclInit started ACL: it would end ACL for the other runtime (acl.cpp).
+    assert out["aclFinalize"] == (1 if order == "fresh" else 0)
+
+
+@pytest.mark.parametrize("order", ["fresh", "foreign-first"])
+def test_finalize_reference_gives_back_each_of_our_acl_inits(cann85: Path, order: str) -> None:
+    out = report(run_script(INIT_SCRIPT, cann85, order, CANN_EMU_VERSION="8.5.0"))
+    assert out["aclInit"] == 1 + (order == "foreign-first")
+    # Once per aclInit of ours, whatever it returned (100002 counts too), and never aclFinalize.
+    assert out["aclFinalizeReference"] == 1 and out["aclFinalize"] == 0
 
 
 # -------------------------------------------------------------------------------------------- kernel path
@@ -436,3 +454,74 @@ def test_selftest_reports_the_toolkit_and_one_environment_error(emulator_root: P
     assert out.returncode == 2 and "MISMATCH" not in out.stdout
     assert len(out.stdout.strip().splitlines()) == 1 and "no kernel path" in out.stdout
 
+
+
+# ------------------------------------------------------------------------------------- a toolkit as shipped
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from emulator.build import BuildError, build
+
+    root = tmp_path_factory.mktemp("as-shipped") / "cann"
+    try:
+        build(root, as_shipped=True)
+    except BuildError as exc:
+        pytest.skip(f"the emulator does not build here: {str(exc).splitlines()[0]}")
+    return root
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("ASCEND_", "PYACL_QSCATTER_", "CANN_EMU_")) and k != "LD_LIBRARY_PATH"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    env.update(extra)
+    return env
+
+
+SHIPPED_USE = """
+import numpy as np, ml_dtypes, pyacl_qscatter as qs
+bf = ml_dtypes.bfloat16
+cache = qs.quant_scatter(np.zeros((2, 8, 32), np.int8), np.array([1, 3], np.int32), np.ones((2, 1, 32), bf),
+                         np.full(32, 0.5, bf), backend="npu")
+print("value", int(cache[0, 1, 0]), qs.active_backend().name)
+"""
+
+
+def test_a_toolkit_as_shipped_needs_its_set_env_sh(shipped: Path) -> None:
+    import subprocess
+    import sys
+
+    # ASCEND_HOME_PATH alone (as a user might export it): libascendcl.so cannot find its own dependency.
+    proc = subprocess.run([sys.executable, "-c", "from pyacl_qscatter import _loader; _loader.load()"],
+                          capture_output=True, text=True, env=_clean_env(ASCEND_HOME_PATH=str(shipped)), timeout=120)
+    assert proc.returncode == 1 and "CannNotFoundError" in proc.stderr
+    assert "libascendcl.so needs libruntime.so" in proc.stderr and "carry no run path" in proc.stderr
+    assert f"Fix: source {shipped / 'set_env.sh'} before starting Python" in proc.stderr
+    proc = subprocess.run([sys.executable, "-c", "import pyacl_qscatter as qs; print(qs.active_backend())"],
+                          capture_output=True, text=True, env=_clean_env(ASCEND_HOME_PATH=str(shipped)), timeout=120)
+    assert proc.returncode == 0 and "name='cpu'" in proc.stdout and "set_env.sh" in proc.stdout  # says why
+    # Sourced first, as the toolkit's installation guide says: everything works.
+    script = f"source {shipped / 'set_env.sh'} && {sys.executable} -c '{SHIPPED_USE}'"
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=_clean_env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "value 2 npu" in proc.stdout
+
+
+def test_the_set_env_script_is_found_beside_the_toolkit(tmp_path: Path) -> None:
+    from pyacl_qscatter import _loader
+
+    latest = tmp_path / "Ascend" / "ascend-toolkit" / "latest"  # CANN <= 8.3: <toolkit>/set_env.sh
+    latest.mkdir(parents=True)
+    assert _loader.set_env_script(str(latest)) is None
+    (latest.parent / "set_env.sh").write_text("")
+    assert _loader.set_env_script(str(latest)) == str(latest.parent / "set_env.sh")
+    cann = tmp_path / "Ascend" / "cann"  # CANN >= 8.5: <home>/set_env.sh
+    cann.mkdir()
+    (cann / "set_env.sh").write_text("")
+    assert _loader.set_env_script(str(cann)) == str(cann / "set_env.sh")
+    versioned = tmp_path / "Ascend" / "cann-8.5.0"  # no script of its own: <root>/ascend-toolkit/set_env.sh
+    versioned.mkdir()
+    assert _loader.set_env_script(str(versioned / "latest")) == str(latest.parent / "set_env.sh")
