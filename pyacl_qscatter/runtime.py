@@ -60,6 +60,7 @@ _open_streams: dict[int, int] = {}  # stream handle -> open Stream objects wrapp
 _forked_from: int | None = None  # the parent's pid once this process is a fork of one that used ACL
 _stopped: dict[int, DeviceFaultError] = {}  # device id -> the fault that stopped it, until Device.reset()
 _blocked = False  # True while _forked_from or _stopped is set: the one flag the hot path tests
+_resetting: set[int] = set()  # devices inside Device.reset(): the refusals of their releases stop nothing
 
 
 def is_open_stream(handle: int) -> bool:
@@ -144,7 +145,7 @@ def _note_fault(exc: DeviceFaultError) -> None:
         exc.sticky = True
         exc.args = (exc._format(),)
     device_id = getattr(_tls, "active", None)
-    if device_id is not None:
+    if device_id is not None and device_id not in _resetting:
         with _lock:
             _stopped.setdefault(device_id, exc)
             _blocked = True
@@ -466,29 +467,44 @@ class Device:
         >>> Device(0).reset()  # doctest: +SKIP
         """
         global _blocked
-        from . import _fences, memory, pinned
-
         with _lock:
             _stopped.pop(self.id, None)
-            for group in _live:
-                for fin, _release, _args in list(group.values()):
-                    target = fin.peek()
-                    if target is None or _device_of(target[0]) != self.id:
-                        continue
-                    close = getattr(target[0], "close", None)
-                    with contextlib.suppress(CannError):  # a stopped device may refuse: the reset reclaims it
-                        close() if callable(close) else fin()
-            # The device's caches (device blocks, fences, pinned staging) start afresh: what they could not
-            # release above belongs to the device that is being reset.
-            for registry in (memory._allocators, _fences._pools, pinned._pools):
-                registry.pop(self.id, None)
-            self._stream = None
+            _resetting.add(self.id)
+            try:
+                self._release_all()
+            finally:
+                _resetting.discard(self.id)
             while self.id in _device_sets:
                 _device_sets.remove(self.id)
                 _calls.reset_device(self.id)
             _contexts.pop(self.id, None)
-            _stopped.pop(self.id, None)  # releases refused above stopped it again
             _blocked = bool(_stopped) or _forked_from is not None
+
+    def _release_all(self) -> None:
+        from . import _fences, memory, pinned
+
+        for kind, group in enumerate(_live):
+            for fin, _release, _args in list(group.values()):
+                target = fin.peek()
+                if kind == CACHES or target is None or _device_of(target[0]) != self.id:
+                    continue
+                close = getattr(target[0], "close", None)
+                with contextlib.suppress(CannError):  # a stopped device may refuse: the reset reclaims it
+                    close() if callable(close) else fin()
+        # The device's caches (fences, pinned staging, device blocks) give everything back without
+        # waiting (a stopped device runs no more queued work), then start afresh.
+        for registry in (_fences._pools, pinned._pools, memory._allocators):
+            cache = registry.get(self.id)
+            if cache is not None:
+                with contextlib.suppress(CannError):
+                    cache.abandon()
+                registry.pop(self.id, None)
+        for key, (fin, _release, _args) in list(_live[CACHES].items()):
+            target = fin.peek()
+            if target is not None and _device_of(target[0]) == self.id:
+                fin.detach()  # abandoned above: nothing is left for their release at exit
+                _live[CACHES].pop(key, None)
+        self._stream = None
 
     @property
     def soc_name(self) -> str:

@@ -242,7 +242,7 @@ def test_a_device_level_fault_stops_the_device_until_reset(emulator_root: Path) 
     assert second["text"].startswith(f"device 0 (stopped since {symbol} failed) failed with")
     assert out["queued"] == [0, 0, 0]  # raised at once: no launch, no copy, no allocation
     assert out["reset"] == 2  # after Device.reset() the device takes work again
-    assert out["errors"] == 0 and out["aborts"] == 1
+    assert out["errors"] == 0 and out["aborts"] == 1 and out["leaked"] == {}
 
 
 STOP_SCRIPT = CHILD_PROLOGUE + r"""
