@@ -194,9 +194,17 @@ def ensure_runtime() -> _loader.Cann:
                 if exc.code != ACL_ERROR_REPEAT_INITIALIZE:
                     raise
             _init_calls += 1  # a repeated aclInit (100002) still counts in ACL: hicann/runtime acl.cpp aclInitImpl
+            # weakref.finalize registers its own exit hook with its first instance; making sure it exists
+            # now puts it before ours, so that ours runs first (atexit is LIFO) and finalizers left for that
+            # hook find the package's resources already released, instead of releasing them out of order.
+            weakref.finalize(_teardown, _nothing)
             atexit.register(_teardown)
             _initialised = True
         return cann
+
+
+def _nothing() -> None:
+    """The callback of the finalizer that only places weakref's exit hook (see `ensure_runtime`)."""
 
 
 def track(kind: int, obj: object, release: Callable[..., None], *args: Any) -> weakref.finalize[Any, Any]:
