@@ -212,6 +212,9 @@ def copy_device(src: DeviceArray, stream: Stream | None) -> DeviceArray:
     if not src.is_contiguous:
         raise InvalidValueError("self", "self", "out-of-place calls on the device need a contiguous self")
     s = src.device.stream if stream is None else stream
+    if s.handle in capturing:
+        raise GraphCaptureError("an out-of-place call allocates its result, which a capture cannot repeat: use "
+                                "quant_scatter_ on a device array made before the capture")
     dst = DeviceArray.empty(src.shape, src.dtype, device=src.device, stream=s)
     if not src.nbytes:
         return dst
