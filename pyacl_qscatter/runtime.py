@@ -559,8 +559,12 @@ class Device:
 
         >>> Device(0).synchronize()  # doctest: +SKIP
         """
+        from . import _fences
+
+        before = _fences.mark()
         with use_device(self.id):
             _calls.synchronize_device()
+        _fences.waited(self.id, None, before)  # the package's pinned staging behind them is free again
 
     @property
     def stream(self) -> Stream:
@@ -670,11 +674,15 @@ class Stream:
 
         >>> Stream().synchronize()  # doctest: +SKIP
         """
+        from . import _fences
+
+        before = _fences.mark()
         with use_device(self.device.id, self.context):
             if timeout_ms is None:
                 _calls.synchronize_stream(self.handle)
             else:
                 _calls.synchronize_stream_with_timeout(self.handle, int(timeout_ms))
+        _fences.waited(self.device.id, self.handle, before)  # the package's pinned staging behind them is free
 
     def wait(self, event: Event) -> Stream:
         """Make work queued on this stream from now on wait, on the device, for the work before ``event``'s
