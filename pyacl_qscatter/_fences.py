@@ -200,8 +200,8 @@ class FencePool:
         """
         with self._lock:
             pending, self._pending = list(self._pending), deque()
-            events, self._free = [e for e, _, _ in pending] + self._free, []
-        call_each(lambda done: done(), [done for _, done, _ in pending if done is not None])
+            events, self._free = [entry[0] for entry in pending] + self._free, []
+        call_each(lambda done: done(), [entry[3] for entry in pending if entry[3] is not None])
         if events:
             with use_device(self.device_id):
                 call_each(_calls.destroy_event, events)
