@@ -21,7 +21,8 @@ from typing import Any
 from . import _loader
 from .errors import CannError
 
-__all__ = ["ENV_SHOWN", "Report", "collect", "format_report", "package_version"]
+__all__ = ["ENV_SHOWN", "Report", "collect", "format_report", "package_version", "release_from_files",
+           "repeatable_executors"]
 
 # Shown whether set or not; any other ASCEND_* variable in the environment is shown too.
 ENV_SHOWN: tuple[str, ...] = (
@@ -139,7 +140,13 @@ def release_from_files(home: str | None) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _repeatable_accepted() -> bool | None:
+def repeatable_executors() -> bool | None:
+    """Whether the toolkit accepted a repeatable executor for this op in this process (None: not tried yet,
+    or this build cannot tell). Asked of ``_prepared.repeatable_accepted``.
+
+    >>> repeatable_executors() in (True, False, None)
+    True
+    """
     from . import _prepared
 
     ask = getattr(_prepared, "repeatable_accepted", None)
@@ -221,7 +228,7 @@ def collect(*, query_device: bool = True) -> Report:
                 _query_device(result, report)
             if report.cann_release is None:
                 report.cann_release, report.cann_release_source = release_from_files(result.home)
-            report.repeatable_executors = _repeatable_accepted()
+            report.repeatable_executors = repeatable_executors()
         else:
             report.attempts = list(result.attempts)
             report.fix = result.fix

@@ -192,6 +192,20 @@ class FencePool:
             with use_device(self.device_id):
                 call_each(_calls.destroy_event, events)
 
+    def abandon(self) -> None:
+        """For `Device.reset` of a stopped device, which runs no more queued work: retire every fence
+        without waiting (their ``done`` runs: buffers go back to their pools) and destroy every event.
+
+        >>> fences_for(0).abandon()  # doctest: +SKIP
+        """
+        with self._lock:
+            pending, self._pending = list(self._pending), deque()
+            events, self._free = [entry[0] for entry in pending] + self._free, []
+        call_each(lambda done: done(), [entry[3] for entry in pending if entry[3] is not None])
+        if events:
+            with use_device(self.device_id):
+                call_each(_calls.destroy_event, events)
+
     @property
     def outstanding(self) -> int:
         """Fences recorded whose work is not yet known to have run.

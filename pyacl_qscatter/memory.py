@@ -35,7 +35,6 @@ from .runtime import (
     Stream,
     call_each,
     close_all,
-    forget,
     is_open_stream,
     track,
     use_device,
@@ -250,6 +249,19 @@ class CachingAllocator:
         finally:
             pinned_pool(self.device_id).drain()
 
+    def abandon(self) -> None:
+        """For `Device.reset` of a stopped device, which runs no more queued work: free every cached block
+        without waiting for the device (a wait would only return the fault again).
+
+        >>> allocator_for(0).abandon()  # doctest: +SKIP
+        """
+        with self._lock:
+            taken = [p for bucket in self._free.values() for p in bucket]
+            self._free.clear()
+            self.cached_bytes = 0
+        with use_device(self.device_id):
+            call_each(_calls.free, taken)
+
 
 _allocators: dict[int, CachingAllocator] = {}
 _alloc_lock = threading.RLock()  # re-entrant: a finalizer run by the collector may come back here
@@ -270,19 +282,6 @@ def allocator_for(device_id: int) -> CachingAllocator:
             alloc = _allocators[device_id] = CachingAllocator(device_id)
             track(CACHES, alloc, _drain, alloc)  # at exit: after arrays returned their blocks, before streams
         return alloc
-
-
-def forget_allocator(device_id: int) -> None:
-    """For `Device.reset`: free what the device's cache holds if CANN lets it, then drop the allocator (a
-    block CANN refused to free is forgotten: the reset reclaims it); the next use makes a fresh one.
-
-    >>> forget_allocator(0)  # doctest: +SKIP
-    """
-    with _alloc_lock:
-        alloc = _allocators.pop(device_id, None)
-    if alloc is not None:
-        forget(CACHES, alloc)
-        alloc.empty_cache()
 
 
 def _drain(alloc: CachingAllocator) -> None:

@@ -60,6 +60,7 @@ _open_streams: dict[int, int] = {}  # stream handle -> open Stream objects wrapp
 _forked_from: int | None = None  # the parent's pid once this process is a fork of one that used ACL
 _stopped: dict[int, DeviceFaultError] = {}  # device id -> the fault that stopped it, until Device.reset()
 _blocked = False  # True while _forked_from or _stopped is set: the one flag the hot path tests
+_resetting: set[int] = set()  # devices inside Device.reset(): the refusals of their releases stop nothing
 
 
 def is_open_stream(handle: int) -> bool:
@@ -122,9 +123,9 @@ def _check_usable(device_id: int) -> None:
             "parent only, or start workers with multiprocessing's 'spawn' or 'forkserver' method")
     fault = _stopped.get(device_id)
     if fault is not None:
-        raise DeviceFaultError(fault.function, fault.code, f"device {device_id} stopped after this earlier fault "
-                               f"({fault.cann_message or 'no message'}); nothing was queued. Device("
-                               f"{device_id}).reset() resets it", sticky=True)
+        raise DeviceFaultError(f"device {device_id} (stopped since {fault.function} failed)", fault.code,
+                               f"nothing was queued. The earlier fault: {fault.cann_message or 'no message'}",
+                               sticky=True)
 
 
 # A kernel fault is reported by the call that waits for the work (and then cleared, in CANN's default mode).
@@ -144,7 +145,7 @@ def _note_fault(exc: DeviceFaultError) -> None:
         exc.sticky = True
         exc.args = (exc._format(),)
     device_id = getattr(_tls, "active", None)
-    if device_id is not None:
+    if device_id is not None and device_id not in _resetting:
         with _lock:
             _stopped.setdefault(device_id, exc)
             _blocked = True
@@ -162,9 +163,7 @@ def _after_fork_in_child() -> None:
     _forked_from = os.getppid()
     _blocked = True
     for group in _live:
-        for fin, _release, _args in group.values():
-            fin.detach()
-        group.clear()
+        group.clear()  # the finalizers stay alive (objects still look open) but release nothing here
     _device_sets.clear()
     _contexts.clear()
     _open_streams.clear()
@@ -195,9 +194,17 @@ def ensure_runtime() -> _loader.Cann:
                 if exc.code != ACL_ERROR_REPEAT_INITIALIZE:
                     raise
             _init_calls += 1  # a repeated aclInit (100002) still counts in ACL: hicann/runtime acl.cpp aclInitImpl
+            # weakref.finalize registers its own exit hook with its first instance; making sure it exists
+            # now puts it before ours, so that ours runs first (atexit is LIFO) and finalizers left for that
+            # hook find the package's resources already released, instead of releasing them out of order.
+            weakref.finalize(_teardown, _nothing)
             atexit.register(_teardown)
             _initialised = True
         return cann
+
+
+def _nothing() -> None:
+    """The callback of the finalizer that only places weakref's exit hook (see `ensure_runtime`)."""
 
 
 def track(kind: int, obj: object, release: Callable[..., None], *args: Any) -> weakref.finalize[Any, Any]:
@@ -210,19 +217,6 @@ def track(kind: int, obj: object, release: Callable[..., None], *args: Any) -> w
     fin.atexit = False  # our own teardown runs them, in order, before the runtime goes away
     _live[kind][key] = (fin, release, args)
     return fin
-
-
-def forget(kind: int, obj: object) -> None:
-    """Drop ``obj``'s registered release without running it (its resource went with a device reset).
-
-    >>> forget(CACHES, allocator)  # doctest: +SKIP
-    """
-    group = _live[kind]
-    for key, (fin, _release, _args) in list(group.items()):
-        target = fin.peek()
-        if target is not None and target[0] is obj:
-            fin.detach()
-            group.pop(key, None)
 
 
 def _run_release(kind: int, key: int) -> None:
@@ -325,14 +319,6 @@ def _set_device(device_id: int) -> int:
         _device_sets.append(device_id)
         _contexts[device_id] = _calls.get_current_context()
         return current
-
-
-def _activate(device_id: int) -> None:
-    """Make ``device_id``'s context current on this thread for the package's own calls, without putting the
-    caller's back afterwards: prefer `use_device`, which does. The device a user chose (see
-    `Device.current`) is kept apart, so internal switches never change where their next array goes.
-    """
-    _switch(device_id)
 
 
 class use_device:  # lower case: used like a function, ``with use_device(0): ...``
@@ -489,29 +475,44 @@ class Device:
         >>> Device(0).reset()  # doctest: +SKIP
         """
         global _blocked
-        from .memory import forget_allocator
-
         with _lock:
             _stopped.pop(self.id, None)
-            for kind, group in enumerate(_live):
-                if kind == CACHES:
-                    continue
-                for fin, _release, _args in list(group.values()):
-                    target = fin.peek()
-                    if target is None or _device_of(target[0]) != self.id:
-                        continue
-                    close = getattr(target[0], "close", None)
-                    with contextlib.suppress(CannError):  # a stopped device may refuse: the reset reclaims it
-                        close() if callable(close) else fin()
-            with contextlib.suppress(CannError):  # blocks it could not free are forgotten: the reset frees them
-                forget_allocator(self.id)
-            self._stream = None
+            _resetting.add(self.id)
+            try:
+                self._release_all()
+            finally:
+                _resetting.discard(self.id)
             while self.id in _device_sets:
                 _device_sets.remove(self.id)
                 _calls.reset_device(self.id)
             _contexts.pop(self.id, None)
-            _stopped.pop(self.id, None)  # releases refused above stopped it again
             _blocked = bool(_stopped) or _forked_from is not None
+
+    def _release_all(self) -> None:
+        from . import _fences, memory, pinned
+
+        for kind, group in enumerate(_live):
+            for fin, _release, _args in list(group.values()):
+                target = fin.peek()
+                if kind == CACHES or target is None or _device_of(target[0]) != self.id:
+                    continue
+                close = getattr(target[0], "close", None)
+                with contextlib.suppress(CannError):  # a stopped device may refuse: the reset reclaims it
+                    close() if callable(close) else fin()
+        # The device's caches (fences, pinned staging, device blocks) give everything back without
+        # waiting (a stopped device runs no more queued work), then start afresh.
+        for registry in (_fences._pools, pinned._pools, memory._allocators):
+            cache = registry.get(self.id)
+            if cache is not None:
+                with contextlib.suppress(CannError):
+                    cache.abandon()
+                registry.pop(self.id, None)
+        for key, (fin, _release, _args) in list(_live[CACHES].items()):
+            target = fin.peek()
+            if target is not None and _device_of(target[0]) == self.id:
+                fin.detach()  # abandoned above: nothing is left for their release at exit
+                _live[CACHES].pop(key, None)
+        self._stream = None
 
     @property
     def soc_name(self) -> str:
@@ -586,18 +587,17 @@ class Device:
 def _destroy_stream(handle: int, device_id: int) -> None:
     from .memory import allocator_for
 
-    try:
-        with use_device(device_id):
-            _calls.synchronize_stream(handle)
-    finally:
+    with use_device(device_id):  # one switch for all of it: the allocator's frees run in the same context
         try:
-            allocator_for(device_id).drop_stream(handle)
+            _calls.synchronize_stream(handle)
         finally:
             try:
-                with use_device(device_id):
-                    _calls.destroy_stream(handle)
+                allocator_for(device_id).drop_stream(handle)
             finally:
-                _open_stream(handle, -1)
+                try:
+                    _calls.destroy_stream(handle)
+                finally:
+                    _open_stream(handle, -1)
 
 
 def _forget_stream(handle: int, device_id: int, context: int | None) -> None:
