@@ -47,6 +47,7 @@ class HostCall:
     def __init__(self, dev: Device, plan: Plan, parts: list[Array], reduce: str) -> None:
         self.lock = threading.Lock()
         self.closed = False
+        self.device = dev  # Device.reset closes what belongs to its device
         self.stream = stream = dev.stream
         offsets, total = [], 0
         for part in parts:
@@ -140,9 +141,10 @@ def host_call(dev: Device, plan: Plan, parts: list[Array], reduce: str) -> HostC
            *((p.shape, p.dtype) for p in parts))
     with _layouts_lock:
         found = _layouts.get(key)
-        if found is not None:
+        if found is not None and not found.closed:
             _layouts.move_to_end(key)
             return found
+        _layouts.pop(key, None)  # closed with its device's reset
     made = HostCall(dev, plan, parts, reduce)
     with _layouts_lock:
         _layouts[key] = made
