@@ -362,6 +362,9 @@ def _device_of(obj: object) -> int | None:
     device = getattr(obj, "device", None)
     if isinstance(device, Device):
         return device.id
+    stream = getattr(obj, "stream", None)
+    if isinstance(stream, Stream):
+        return stream.device.id
     device_id = getattr(obj, "device_id", None)
     return device_id if isinstance(device_id, int) else None
 
@@ -476,17 +479,17 @@ class Device:
         """
         global _blocked
         with _lock:
-            _stopped.pop(self.id, None)
-            _resetting.add(self.id)
+            _resetting.add(self.id)  # first: a finalizer may run (and be refused) at any allocation from here
             try:
+                _stopped.pop(self.id, None)
                 self._release_all()
+                while self.id in _device_sets:
+                    _device_sets.remove(self.id)
+                    _calls.reset_device(self.id)
+                _contexts.pop(self.id, None)
             finally:
                 _resetting.discard(self.id)
-            while self.id in _device_sets:
-                _device_sets.remove(self.id)
-                _calls.reset_device(self.id)
-            _contexts.pop(self.id, None)
-            _blocked = bool(_stopped) or _forked_from is not None
+                _blocked = bool(_stopped) or _forked_from is not None
 
     def _release_all(self) -> None:
         from . import _fences, memory, pinned
