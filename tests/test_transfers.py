@@ -269,3 +269,21 @@ def test_numpy_calls_work_again_after_a_device_reset(dev: Device, emu: Emu) -> N
     assert emu.stat("errors_detected") == 0
     Device(0).stream  # noqa: B018  (the fixture's package stream, made again after the reset)
     assert settle(emu) == start
+
+
+def test_the_pinned_pool_keeps_at_most_its_limit(dev: Device, emu: Emu) -> None:
+    start = settle(emu)
+    pool = pinned_pool(0)
+    limit = pool.cache_limit
+    try:
+        pool.cache_limit = 64 * KIB
+        with DeviceArray.zeros((100 * KIB,), np.int8) as d:
+            emu.reset()
+            assert not d.to_numpy().any()
+            assert emu.calls("aclrtMallocHost") == 1 and emu.calls("aclrtFreeHost") == 1  # too big to keep
+            assert pool.cached_bytes == 0
+            assert not d[: 32 * KIB].to_numpy().any()
+            assert pool.cached_bytes == 32 * KIB  # fits: kept for the next copy
+    finally:
+        pool.cache_limit = limit
+    assert settle(emu) == start
