@@ -79,8 +79,9 @@ START_SYMBOLS = ("aclInit", "aclrtGetDeviceCount", "aclrtSetDevice", "aclrtCreat
 TEARDOWN_SYMBOLS = ("aclrtSynchronizeStream", "aclDestroyAclOpExecutor", "aclDestroyTensor", "aclrtFree",
                     "aclrtSynchronizeDevice", "aclrtDestroyEvent", "aclrtDestroyStream", "aclrtResetDevice",
                     "aclFinalize")
-# An injected phase-2 failure returns before the emulated nnopbase deletes the executor; real nnopbase deletes
-# it whatever phase 2 returns (CommonOpExecutorRun), so the package must not touch it and the counter keeps it.
+# Phase 2 deletes a non-repeatable executor whatever it returns (nnopbase CommonOpExecutorRun), so the package
+# must not touch it after a failed launch; an injected fault returns before the emulated phase 2 and may
+# leave it on the emulator's books.
 PHASE2 = ("aclnnInplaceQuantScatter", "aclnnInplaceQuantScatterV2")
 KERNEL_FAULT = 507015  # ACL_ERROR_RT_AICORE_EXCEPTION: reported once by a synchronisation (default mode)
 DEVICE_FAULT = 507054  # ACL_ERROR_RT_HBM_MULTI_BIT_ECC_ERROR: a device-level fault, the device stops
@@ -326,7 +327,7 @@ def fault_sweep(probe: Probe, codes: tuple[int, ...]) -> dict[str, Any]:
                     leak.pop("live_executors", None)  # phase 2 consumed it (see PHASE_2): never ours to free
                 allowed = {DESTROY_LEAK[symbol]: 1} if refused else {}
                 if symbol in PHASE2:
-                    allowed = {"live_executors": 1}
+                    leak.pop("live_executors", None)  # consumed by phase 2 (see PHASE2): never the package's
                 leak.pop("live_device_bytes", None)
                 if problem is None and leak != allowed:
                     problem = f"leaked {leak}"
