@@ -12,6 +12,7 @@ cached block.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -21,6 +22,7 @@ import numpy as np
 from . import _calls, _fences
 from ._prepared import Prepared
 from .contract import Plan, check_arguments
+from .errors import CannError
 from .memory import DeviceArray, on_empty_cache
 from .pinned import PinnedPool, host_array, pinned_pool
 from .runtime import ARRAYS, Device, close_all, track, use_device
@@ -34,7 +36,10 @@ _STEP = 512  # offsets of the inputs in their shared device block and pinned buf
 
 
 def _give_back(pool: PinnedPool, ptr: int, size: int, stream: int) -> None:
-    pool.give_after(ptr, size, stream)  # after anything still queued that uses it
+    # After anything still queued that uses it. A refusal (a stopped device) parks the buffer until the
+    # device is idle or reset, and has nobody to go to: this often runs from the garbage collector.
+    with contextlib.suppress(CannError):
+        pool.give_after(ptr, size, stream)
 
 
 class HostCall:
