@@ -36,8 +36,8 @@ _STEP = 512  # offsets of the inputs in their shared device block and pinned buf
 
 
 def _give_back(pool: PinnedPool, ptr: int, size: int, stream: int) -> None:
-    # After anything still queued that uses it; where no fence can be recorded (a stopped device, a
-    # closed stream) the pool keeps it apart until the device is idle or reset.
+    # After anything still queued that uses it. A refusal (a stopped device) parks the buffer until the
+    # device is idle or reset, and has nobody to go to: this often runs from the garbage collector.
     with contextlib.suppress(CannError):
         pool.give_after(ptr, size, stream)
 
