@@ -25,7 +25,7 @@ from .contract import Plan, check_arguments
 from .errors import CannError
 from .memory import DeviceArray, on_empty_cache
 from .pinned import PinnedPool, host_array, pinned_pool
-from .runtime import ARRAYS, Device, close_all, track, use_device
+from .runtime import ARRAYS, Device, call_each, close_all, track, use_device
 
 __all__ = ["MAX_LAYOUTS", "HostCall", "host_call"]
 
@@ -67,7 +67,8 @@ class HostCall:
                                                           owner=block)) for off, part in zip(offsets, parts,
                                                                                              strict=True)]
             self.compact = self._keep(DeviceArray.empty(plan.updates_shape, np.int8, device=dev, stream=stream))
-            index = self._keep(DeviceArray.zeros((plan.batch,), np.int32, device=dev, stream=stream))
+            # Zeroed before anything else is queued (made once per layout: the wait costs nothing later).
+            index = self._keep(DeviceArray.zeros((plan.batch,), np.int32, device=dev))
             d_zp = inputs[2] if len(inputs) > 2 else None
             compact_plan = check_arguments(self.compact, index, inputs[0], inputs[1], d_zp, plan.axis,
                                            plan.quant_axis, reduce, dev.product)
@@ -178,11 +179,13 @@ def _release_device(device_id: int) -> None:
         idle = [(k, v) for k, v in _layouts.items() if k[0] == device_id and v.lock.acquire(blocking=False)]
         for key, _ in idle:
             del _layouts[key]
-    for _, call in idle:
+    def close(call: HostCall) -> None:
         try:
             call.close()
         finally:
             call.lock.release()
+
+    call_each(close, [call for _, call in idle])
 
 
 on_empty_cache(_release_device)
