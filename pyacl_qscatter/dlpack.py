@@ -1,0 +1,386 @@
+"""DLPack both ways: `export` (behind ``DeviceArray.__dlpack__``) and `from_dlpack`, zero-copy.
+
+The exchange structures are the C structs of dlpack.h, declared in ``include/06_dlpack.h`` and built with
+cffi; the capsules are made and opened through CPython's PyCapsule API (``ctypes.pythonapi``).
+
+Ascend stream semantics (DLPack defines ``stream`` only for CUDA and ROCm; this is what it means here):
+``stream`` is the consumer's stream, where it will use the memory. An int is the consumer's
+``aclrtStream`` handle (0 is the default stream), ``None`` means the device's default stream (NULL), and
+``-1`` asks for no ordering at all. Otherwise the producer's pending work on the memory is ordered
+before the consumer's stream with an event (``aclrtRecordEvent`` on the producer's stream,
+``aclrtStreamWaitEvent`` on the consumer's): the host never waits. A toolkit without
+``aclrtStreamWaitEvent`` or ``aclrtCreateEventExWithFlag`` gets a host wait on the producer's streams
+instead.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import _calls
+from ._address import as_address
+from ._ffi._cann import ffi
+from .dtypes import BFLOAT16, FLOAT16, FLOAT32, INT8, INT32, INT64, dtype_name
+from .errors import InvalidDtypeError, InvalidValueError, QScatterError
+from .runtime import ARRAYS, EVENTS, Device, Stream, _activate, ensure_runtime, is_open_stream, track
+
+if TYPE_CHECKING:
+    from .memory import DeviceArray
+
+__all__ = ["KDL_ASCEND", "KDL_EXT_DEV", "DLPackError", "export", "from_dlpack", "order_streams"]
+
+KDL_CPU, KDL_EXT_DEV, KDL_ASCEND = 1, 12, 21
+DLPACK_VERSION = (1, 1)  # what this module produces, and the highest it asks producers for
+FLAG_READ_ONLY, FLAG_IS_COPIED = 1, 2
+ACL_EVENT_SYNC = 1
+ACL_MEM_LOCATION_TYPE_DEVICE = 1
+NO_ORDERING = -1
+
+# DLDataType (code, bits) of the dtypes a DeviceArray holds: kDLInt 0, kDLFloat 2, kDLBfloat 4; lanes 1.
+_CODES: dict[np.dtype[Any], tuple[int, int]] = {
+    INT8: (0, 8), INT32: (0, 32), INT64: (0, 64), FLOAT16: (2, 16), FLOAT32: (2, 32), BFLOAT16: (4, 16),
+}
+_DTYPES = {code: dt for dt, code in _CODES.items()}
+
+# Capsule names (module constants: CPython keeps the pointer, not a copy).
+_LEGACY, _VERSIONED = b"dltensor", b"dltensor_versioned"
+_USED_LEGACY, _USED_VERSIONED = b"used_dltensor", b"used_dltensor_versioned"
+
+_UINTPTR = ffi.typeof("uintptr_t")
+_LEGACY_P = ffi.typeof("DLManagedTensor *")
+_VERSIONED_P = ffi.typeof("DLManagedTensorVersioned *")
+
+
+class DLPackError(QScatterError, BufferError):
+    """A DLPack exchange that cannot happen as asked (device, dtype, layout, version or flags)."""
+
+
+# ------------------------------------------------------------------------------------- PyCapsule API
+
+_Destructor = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+_api = ctypes.pythonapi
+_capsule_new = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_void_p, ctypes.c_char_p, _Destructor)(
+    ("PyCapsule_New", _api))
+_capsule_is_valid = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.py_object, ctypes.c_char_p)(("PyCapsule_IsValid", _api))
+_capsule_pointer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
+    ("PyCapsule_GetPointer", _api))
+_capsule_set_name = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.py_object, ctypes.c_char_p)(("PyCapsule_SetName", _api))
+# The destructor gets a capsule whose reference count is already zero: only raw-pointer calls there.
+_raw_is_valid = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p)(("PyCapsule_IsValid", _api))
+_raw_pointer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p)(("PyCapsule_GetPointer", _api))
+
+
+# ---------------------------------------------------------------------------------------- ordering
+
+class _OrderingEvent:
+    """The per-device ``ACL_EVENT_SYNC`` event re-recorded for every ordering: an event made by
+    aclrtCreateEventExWithFlag "can be reused naturally" (acl_rt.h), so a later record does not disturb
+    waits already queued, and destroying it only at exit keeps aclrtDestroyEvent's rule (the waits are done).
+    """
+
+    def __init__(self, device_id: int) -> None:
+        _activate(device_id)
+        self.handle = _calls.create_event_ex_with_flag(ACL_EVENT_SYNC)
+        track(EVENTS, self, _destroy_event, self.handle, device_id)
+
+
+def _destroy_event(handle: int, device_id: int) -> None:
+    _activate(device_id)
+    _calls.destroy_event(handle)
+
+
+_events: dict[int, _OrderingEvent] = {}
+_order_lock = threading.Lock()
+
+
+def order_streams(device: Device, producers: list[int], consumer: int) -> None:
+    """Make work queued later on the ``consumer`` stream wait for what is queued now on each ``producers``
+    stream (handles; the same stream needs nothing), without a host wait where the toolkit allows.
+
+    >>> order_streams(Device(0), [Device(0).stream.handle], their_stream_handle)  # doctest: +SKIP
+    """
+    others = [p for p in dict.fromkeys(producers) if p != consumer]
+    if not others:
+        return
+    caps = ensure_runtime().caps
+    _activate(device.id)
+    if not (caps.stream_wait_event and caps.event_ex_with_flag):
+        for handle in others:  # an older toolkit: the host waits instead
+            _calls.synchronize_stream(handle)
+        return
+    with _order_lock:
+        event = _events.get(device.id)
+        if event is None:
+            event = _events[device.id] = _OrderingEvent(device.id)
+        for handle in others:
+            _calls.record_event(event.handle, handle)
+            _calls.stream_wait_event(consumer, event.handle)
+
+
+def _consumer_stream(stream: object) -> int | None:
+    """The consumer's stream handle as DLPack's ``stream`` gives it; None for "no ordering" (-1)."""
+    if stream is None:
+        return 0  # the device's default stream (NULL)
+    if isinstance(stream, Stream):
+        return stream.handle
+    if isinstance(stream, (int, np.integer)) and not isinstance(stream, bool) and int(stream) == NO_ORDERING:
+        return None
+    try:
+        return as_address(stream, "stream")
+    except (InvalidDtypeError, InvalidValueError):
+        raise InvalidDtypeError("stream", "stream", f"must be an aclrtStream handle (int), -1 (no ordering) or None "
+                                f"(the default stream), got {stream!r}") from None
+
+
+def _producer_streams(arr: DeviceArray) -> list[int]:
+    """Every open stream our work on ``arr``'s memory may still be queued on: its own, and any other that
+    used its block."""
+    streams = [arr.stream.handle]
+    if arr.block is not None:
+        streams += [arr.block.stream, *sorted(arr.block.streams)]
+    return [h for h in dict.fromkeys(streams) if is_open_stream(h)]
+
+
+# ------------------------------------------------------------------------------------------ export
+
+class _Export:
+    """What one exported managed tensor keeps alive until its deleter runs: the C structs and the array."""
+
+    __slots__ = ("array", "managed", "shape", "strides")
+
+    def __init__(self, array: DeviceArray, managed: Any, shape: Any, strides: Any) -> None:
+        self.array, self.managed, self.shape, self.strides = array, managed, shape, strides
+
+
+_exports: dict[int, _Export] = {}
+_exports_lock = threading.Lock()
+
+
+def _forget(managed: Any) -> None:
+    with _exports_lock:
+        _exports.pop(int(ffi.cast(_UINTPTR, managed)), None)
+
+
+def _delete(managed: Any) -> None:
+    _forget(managed)
+
+
+def _destroy_capsule(capsule: int) -> None:
+    # An unconsumed capsule (still named dltensor*) owns its tensor: delete it. A consumer renamed it.
+    for name, kind in ((_VERSIONED, _VERSIONED_P), (_LEGACY, _LEGACY_P)):
+        if _raw_is_valid(capsule, name):
+            managed = ffi.cast(kind, _raw_pointer(capsule, name))
+            managed.deleter(managed)
+            return
+
+
+# C entry points, alive for the whole process (consumers may call a deleter at any time).
+_delete_legacy = ffi.callback("void(DLManagedTensor *)", _delete)
+_delete_versioned = ffi.callback("void(DLManagedTensorVersioned *)", _delete)
+_capsule_destructor = _Destructor(_destroy_capsule)
+
+
+def exported_count() -> int:
+    """Managed tensors exported and not yet deleted by their consumers (a leak check).
+
+    >>> exported_count() >= 0
+    True
+    """
+    return len(_exports)
+
+
+def _device_request(arr: DeviceArray, dl_device: object) -> int:
+    if dl_device is None:
+        return KDL_ASCEND
+    try:
+        kind, index = (int(v) for v in dl_device)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        raise InvalidDtypeError("dl_device", "dl_device", f"must be a (device_type, device_id) pair, got "
+                                f"{dl_device!r}") from None
+    if kind == KDL_CPU:
+        raise DLPackError(f"dl_device: {dl_device!r} asks for host memory; a DeviceArray lives on Ascend device "
+                          f"{arr.device.id}: copy it with to_numpy() instead")
+    if kind not in (KDL_ASCEND, KDL_EXT_DEV) or index != arr.device.id:
+        raise DLPackError(f"dl_device: must be ({KDL_ASCEND}, {arr.device.id}) (kDLAscend) or ({KDL_EXT_DEV}, "
+                          f"{arr.device.id}) (kDLExtDev, as torch_npu), got {dl_device!r}")
+    return kind
+
+
+def _wants_versioned(max_version: object) -> bool:
+    if max_version is None:
+        return False
+    try:
+        major, _minor = (int(v) for v in max_version)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        raise InvalidDtypeError("max_version", "max_version", f"must be a (major, minor) pair or None, got "
+                                f"{max_version!r}") from None
+    return major >= 1
+
+
+def export(arr: DeviceArray, *, stream: object = None, max_version: object = None, dl_device: object = None,
+           copy: bool | None = None) -> Any:
+    """A DLPack capsule for ``arr`` (``DeviceArray.__dlpack__``): versioned (``dltensor_versioned``) when
+    ``max_version`` allows major version 1, else legacy (``dltensor``); zero-copy unless ``copy=True``.
+    ``stream``: see the module's Ascend stream semantics.
+
+    >>> capsule = export(d, stream=their_stream, max_version=(1, 0))  # doctest: +SKIP
+    """
+    arr._check_open()
+    kind = _device_request(arr, dl_device)
+    versioned = _wants_versioned(max_version)
+    if copy not in (None, True, False):
+        raise InvalidDtypeError("copy", "copy", f"must be True, False or None, got {copy!r}")
+    consumer = _consumer_stream(stream)
+    if arr.dtype not in _CODES:
+        raise DLPackError(f"dtype: {dtype_name(arr.dtype)} has no DLPack type here")
+    source = arr.copy() if copy else arr
+    if consumer is not None:
+        order_streams(arr.device, _producer_streams(source), consumer)
+    code, bits = _CODES[source.dtype]
+    shape = ffi.new("int64_t[]", list(source.shape) or [0])
+    strides = ffi.new("int64_t[]", list(source.element_strides) or [0])
+    managed = ffi.new(_VERSIONED_P if versioned else _LEGACY_P)
+    tensor = managed.dl_tensor
+    tensor.data = ffi.cast("void *", source.data_ptr)
+    tensor.device.device_type, tensor.device.device_id = kind, source.device.id
+    tensor.ndim = source.ndim
+    tensor.dtype.code, tensor.dtype.bits, tensor.dtype.lanes = code, bits, 1
+    tensor.shape, tensor.strides, tensor.byte_offset = shape, strides, 0
+    if versioned:
+        managed.version.major, managed.version.minor = DLPACK_VERSION
+        managed.flags = FLAG_IS_COPIED if copy else 0
+        managed.deleter = _delete_versioned
+    else:
+        managed.deleter = _delete_legacy
+    address = int(ffi.cast(_UINTPTR, managed))
+    with _exports_lock:
+        _exports[address] = _Export(source, managed, shape, strides)
+    try:
+        return _capsule_new(address, _VERSIONED if versioned else _LEGACY, _capsule_destructor)
+    except BaseException:
+        _forget(managed)
+        raise
+
+
+# ------------------------------------------------------------------------------------------ import
+
+def _call_deleter(address: int, versioned: bool) -> None:
+    managed = ffi.cast(_VERSIONED_P if versioned else _LEGACY_P, address)
+    if managed.deleter != ffi.NULL:
+        managed.deleter(managed)
+
+
+def _take(capsule: object) -> tuple[int, bool]:
+    """Consume a DLPack capsule: its managed tensor's address, and whether it is versioned."""
+    for name, used, versioned in ((_VERSIONED, _USED_VERSIONED, True), (_LEGACY, _USED_LEGACY, False)):
+        if _capsule_is_valid(capsule, name):
+            address = int(_capsule_pointer(capsule, name))
+            _capsule_set_name(capsule, used)  # from now on the tensor is ours: the capsule will not delete it
+            return address, versioned
+    raise DLPackError(f"obj.__dlpack__() returned {type(capsule).__name__}, not an unused DLPack capsule "
+                      "(named dltensor or dltensor_versioned); a capsule can be consumed only once")
+
+
+def _describe(address: int, versioned: bool) -> tuple[Any, int]:
+    """(the DLTensor, flags) of a consumed managed tensor, after checking its version."""
+    if versioned:
+        managed = ffi.cast(_VERSIONED_P, address)
+        if managed.version.major != DLPACK_VERSION[0]:
+            raise DLPackError(f"version: the producer's DLPack is {managed.version.major}.{managed.version.minor}"
+                              f"; this package reads major version {DLPACK_VERSION[0]}")
+        return managed.dl_tensor, int(managed.flags)
+    return ffi.cast(_LEGACY_P, address).dl_tensor, 0
+
+
+def _layout(tensor: Any) -> tuple[int, tuple[int, ...], np.dtype[Any], tuple[int, ...]]:
+    """(address of the first element, shape, dtype, element strides) of a DLTensor, checked."""
+    code = (int(tensor.dtype.code), int(tensor.dtype.bits))
+    if int(tensor.dtype.lanes) != 1 or code not in _DTYPES:
+        names = ", ".join(dtype_name(d) for d in _CODES)
+        raise DLPackError(f"dtype: DLPack type (code {code[0]}, bits {code[1]}, lanes {int(tensor.dtype.lanes)}) "
+                          f"is not one a DeviceArray holds ({names})")
+    ndim = int(tensor.ndim)
+    shape = tuple(int(tensor.shape[i]) for i in range(ndim))
+    if tensor.strides == ffi.NULL:  # compact row-major
+        strides, acc = [0] * ndim, 1
+        for i in reversed(range(ndim)):
+            strides[i], acc = acc, acc * shape[i]
+        element_strides = tuple(strides)
+    else:
+        element_strides = tuple(int(tensor.strides[i]) for i in range(ndim))
+    if any(s < 0 for s in element_strides):
+        raise DLPackError(f"strides: {element_strides} has a negative stride, which CANN cannot describe; make "
+                          "the producer's tensor contiguous first")
+    data = int(ffi.cast(_UINTPTR, tensor.data)) + int(tensor.byte_offset)
+    return data, shape, _DTYPES[code], element_strides
+
+
+def _check_device_memory(address: int, device_id: int) -> None:
+    """kDLExtDev is shared by unrelated backends: ask ACL whether the address is Ascend device memory."""
+    cann = ensure_runtime()
+    if not cann.caps.pointer_attributes:
+        raise DLPackError("device: a kDLExtDev tensor cannot be checked for Ascend device memory: this toolkit "
+                          "lacks aclrtPointerGetAttributes; ask the producer for kDLAscend (21)")
+    _activate(device_id)
+    kind, where = _calls.pointer_get_attributes(address)
+    if kind != ACL_MEM_LOCATION_TYPE_DEVICE or where != device_id:
+        raise DLPackError(f"device: the kDLExtDev tensor at 0x{address:x} is not memory of Ascend device "
+                          f"{device_id} (aclrtPointerGetAttributes says location type {kind}, id {where})")
+
+
+def from_dlpack(obj: Any, *, stream: Stream | None = None) -> DeviceArray:
+    """A zero-copy `DeviceArray` over a DLPack producer's Ascend memory (``kDLAscend``, or ``kDLExtDev``
+    checked with ``aclrtPointerGetAttributes``).
+
+    ``stream`` is where the array will be used (default: the device's package stream); the producer is
+    asked to order its pending work before it. The producer ``obj`` stays alive while the array (or a view
+    of it) does, and its deleter runs exactly once: at `DeviceArray.close()` or when the array is collected.
+
+    >>> d = from_dlpack(their_tensor)  # doctest: +SKIP
+    """
+    from .memory import DeviceArray
+
+    probe = getattr(obj, "__dlpack_device__", None)
+    if probe is None or not hasattr(obj, "__dlpack__"):
+        raise InvalidDtypeError("obj", "obj", f"must support DLPack (__dlpack__ and __dlpack_device__), got "
+                                f"{type(obj).__name__}")
+    kind, device_id = (int(v) for v in probe())
+    if kind not in (KDL_ASCEND, KDL_EXT_DEV):
+        hint = "; for host arrays use DeviceArray.from_numpy" if kind == KDL_CPU else ""
+        raise DLPackError(f"obj: DLPack device type {kind} is not Ascend memory (kDLAscend {KDL_ASCEND} or "
+                          f"kDLExtDev {KDL_EXT_DEV}){hint}")
+    device = Device(device_id)
+    if stream is not None and stream.device is not device:
+        raise InvalidValueError("stream", "stream", f"belongs to device {stream.device.id}, the tensor to device "
+                                f"{device_id}")
+    consumer = device.stream if stream is None else stream
+    try:
+        capsule = obj.__dlpack__(stream=consumer.handle, max_version=DLPACK_VERSION)
+    except TypeError:  # a producer older than DLPack 1.0 knows no max_version
+        capsule = obj.__dlpack__(stream=consumer.handle)
+    address, versioned = _take(capsule)
+    try:
+        tensor, flags = _describe(address, versioned)
+        if flags & FLAG_READ_ONLY:
+            raise DLPackError("flags: the producer marked the tensor read-only; a DeviceArray is always writable "
+                              "(QuantScatter writes in place)")
+        if (int(tensor.device.device_type), int(tensor.device.device_id)) != (kind, device_id):
+            raise DLPackError(f"device: the tensor says ({int(tensor.device.device_type)}, "
+                              f"{int(tensor.device.device_id)}), __dlpack_device__ said ({kind}, {device_id})")
+        data, shape, dtype, element_strides = _layout(tensor)
+        if kind == KDL_EXT_DEV:
+            _check_device_memory(data, device_id)
+        item = dtype.itemsize
+        arr = DeviceArray.from_pointer(data, shape, dtype, tuple(s * item for s in element_strides), device=device,
+                                       owner=obj)
+    except BaseException:
+        _call_deleter(address, versioned)
+        raise
+    arr._stream = consumer
+    arr._finalizer = track(ARRAYS, arr, _call_deleter, address, versioned)
+    arr._owns = True  # close() runs the deleter; views share the finalizer and close with it
+    return arr
