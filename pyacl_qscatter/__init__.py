@@ -26,8 +26,10 @@ from .errors import (
     InvalidValueError,
     QScatterError,
 )
+from .padding import paged_indices
 
 if TYPE_CHECKING:
+    from .dlpack import from_dlpack
     from .memory import DeviceArray, allocator_for
     from .runtime import Device, Event, Stream
 
@@ -35,7 +37,7 @@ __version__ = "0.1.0"
 
 # The device layer is imported on first access, so that ``import pyacl_qscatter`` stays light.
 _LAZY = {"DeviceArray": "memory", "allocator_for": "memory", "Device": "runtime", "Event": "runtime",
-         "Stream": "runtime"}
+         "Stream": "runtime", "from_dlpack": "dlpack"}
 
 
 def __getattr__(name: str) -> Any:
@@ -70,8 +72,10 @@ __all__ = [
     "active_backend",
     "allocator_for",
     "backend_status",
+    "from_dlpack",
     "npu_quant_scatter",
     "npu_quant_scatter_",
+    "paged_indices",
     "quant_scatter",
     "quant_scatter_",
 ]

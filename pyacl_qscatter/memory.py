@@ -837,7 +837,7 @@ class DeviceArray:
         self.close()
 
     def __repr__(self) -> str:
-        return (f"DeviceArray(shape={self.shape}, dtype={dtype_name(self.dtype)}, strides={self.element_strides}, "
+        return (f"DeviceArray(shape={self.shape}, dtype={dtype_name(self.dtype)}, strides={self.strides}, "
                 f"offset={self.offset}, device={self.device.id})")
 
 
