@@ -16,6 +16,7 @@ instead.
 from __future__ import annotations
 
 import ctypes
+import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -61,17 +62,13 @@ class DLPackError(QScatterError, BufferError):
 
 # ------------------------------------------------------------------------------------- PyCapsule API
 
-_Destructor = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 _api = ctypes.pythonapi
-_capsule_new = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_void_p, ctypes.c_char_p, _Destructor)(
+_capsule_new = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p)(
     ("PyCapsule_New", _api))
 _capsule_is_valid = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.py_object, ctypes.c_char_p)(("PyCapsule_IsValid", _api))
 _capsule_pointer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
     ("PyCapsule_GetPointer", _api))
 _capsule_set_name = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.py_object, ctypes.c_char_p)(("PyCapsule_SetName", _api))
-# The destructor gets a capsule whose reference count is already zero: only raw-pointer calls there.
-_raw_is_valid = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p)(("PyCapsule_IsValid", _api))
-_raw_pointer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p)(("PyCapsule_GetPointer", _api))
 
 
 # ---------------------------------------------------------------------------------------- ordering
@@ -148,16 +145,19 @@ def _producer_streams(arr: DeviceArray) -> list[int]:
 # ------------------------------------------------------------------------------------------ export
 
 class _Export:
-    """What one exported managed tensor keeps alive until its deleter runs: the C structs and the array."""
+    """What one exported managed tensor keeps alive until its deleter runs: the C structs, the array, and
+    the capsule while nobody has consumed it."""
 
-    __slots__ = ("array", "managed", "shape", "strides")
+    __slots__ = ("array", "capsule", "managed", "shape", "strides")
 
     def __init__(self, array: DeviceArray, managed: Any, shape: Any, strides: Any) -> None:
         self.array, self.managed, self.shape, self.strides = array, managed, shape, strides
+        self.capsule: object = None
 
 
 _exports: dict[int, _Export] = {}
 _exports_lock = threading.Lock()
+_ONLY_OURS = 3  # sys.getrefcount of a capsule referenced by its _Export alone (+ a local and the argument)
 
 
 def _forget(managed: Any) -> None:
@@ -165,31 +165,39 @@ def _forget(managed: Any) -> None:
         _exports.pop(int(ffi.cast(_UINTPTR, managed)), None)
 
 
-def _delete(managed: Any) -> None:
-    _forget(managed)
+# The deleter, a C entry point alive for the whole process (consumers may call it at any time).
+_delete_legacy = ffi.callback("void(DLManagedTensor *)", _forget)
+_delete_versioned = ffi.callback("void(DLManagedTensorVersioned *)", _forget)
 
 
-def _destroy_capsule(capsule: int) -> None:
-    # An unconsumed capsule (still named dltensor*) owns its tensor: delete it. A consumer renamed it.
-    for name, kind in ((_VERSIONED, _VERSIONED_P), (_LEGACY, _LEGACY_P)):
-        if _raw_is_valid(capsule, name):
-            managed = ffi.cast(kind, _raw_pointer(capsule, name))
-            managed.deleter(managed)
-            return
+def _sweep() -> None:
+    """Run the deleter of every capsule that nobody consumed and nobody holds any more, and let go of the
+    capsules consumers have taken (renamed ``used_*``).
 
-
-# C entry points, alive for the whole process (consumers may call a deleter at any time).
-_delete_legacy = ffi.callback("void(DLManagedTensor *)", _delete)
-_delete_versioned = ffi.callback("void(DLManagedTensorVersioned *)", _delete)
-_capsule_destructor = _Destructor(_destroy_capsule)
+    The capsules carry no destructor on purpose: a consumer that fails drops the capsule while its
+    exception is pending, and no Python code (a ctypes or cffi destructor) can run then without destroying
+    that exception. Holding each capsule until its tensor is consumed or abandoned, and checking here (at
+    every export and `exported_count`), releases the tensor from normal code instead.
+    """
+    with _exports_lock:
+        entries = [e for e in _exports.values() if e.capsule is not None]
+    for entry in entries:
+        capsule = entry.capsule
+        fresh = _capsule_is_valid(capsule, _VERSIONED) or _capsule_is_valid(capsule, _LEGACY)
+        if not fresh:
+            entry.capsule = None  # consumed: the consumer owns the tensor and calls the deleter
+        elif sys.getrefcount(capsule) <= _ONLY_OURS:
+            entry.capsule = None
+            _forget(entry.managed)
 
 
 def exported_count() -> int:
-    """Managed tensors exported and not yet deleted by their consumers (a leak check).
+    """Managed tensors exported and not yet released (a leak check); abandoned capsules are swept first.
 
     >>> exported_count() >= 0
     True
     """
+    _sweep()
     return len(_exports)
 
 
@@ -256,14 +264,13 @@ def export(arr: DeviceArray, *, stream: object = None, max_version: object = Non
         managed.deleter = _delete_versioned
     else:
         managed.deleter = _delete_legacy
-    address = int(ffi.cast(_UINTPTR, managed))
+    _sweep()
+    entry = _Export(source, managed, shape, strides)
+    entry.capsule = capsule = _capsule_new(int(ffi.cast(_UINTPTR, managed)), _VERSIONED if versioned else _LEGACY,
+                                           None)
     with _exports_lock:
-        _exports[address] = _Export(source, managed, shape, strides)
-    try:
-        return _capsule_new(address, _VERSIONED if versioned else _LEGACY, _capsule_destructor)
-    except BaseException:
-        _forget(managed)
-        raise
+        _exports[int(ffi.cast(_UINTPTR, managed))] = entry
+    return capsule
 
 
 # ------------------------------------------------------------------------------------------ import
