@@ -22,6 +22,8 @@ from .errors import (
     CannError,
     CannNotFoundError,
     ContractError,
+    DeviceFaultError,
+    ForkedProcessError,
     InvalidDtypeError,
     InvalidValueError,
     QScatterError,
@@ -30,6 +32,7 @@ from .padding import paged_indices
 
 if TYPE_CHECKING:
     from .dlpack import from_dlpack
+    from .graph import Graph, GraphCaptureError
     from .memory import DeviceArray, allocator_for
     from .runtime import Device, Event, Stream
 
@@ -37,7 +40,7 @@ __version__ = "0.1.0"
 
 # The device layer is imported on first access, so that ``import pyacl_qscatter`` stays light.
 _LAZY = {"DeviceArray": "memory", "allocator_for": "memory", "Device": "runtime", "Event": "runtime",
-         "Stream": "runtime", "from_dlpack": "dlpack"}
+         "Stream": "runtime", "Graph": "graph", "GraphCaptureError": "graph", "from_dlpack": "dlpack"}
 
 
 def __getattr__(name: str) -> Any:
@@ -62,7 +65,11 @@ __all__ = [
     "ContractError",
     "Device",
     "DeviceArray",
+    "DeviceFaultError",
     "Event",
+    "ForkedProcessError",
+    "Graph",
+    "GraphCaptureError",
     "InvalidDtypeError",
     "InvalidValueError",
     "Product",

@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import _calls
-from ._address import as_address
+from ._fences import fences_for
 from ._ffi._cann import ffi
 from .dtypes import BFLOAT16, FLOAT16, FLOAT32, INT8, INT32, INT64, dtype_name
 from .errors import InvalidDtypeError, InvalidValueError, QScatterError
-from .runtime import ARRAYS, EVENTS, Device, Stream, _activate, ensure_runtime, is_open_stream, track
+from .runtime import ARRAYS, Device, Stream, as_address, ensure_runtime, is_open_stream, track, use_device
 
 if TYPE_CHECKING:
     from .memory import DeviceArray
@@ -37,7 +37,6 @@ __all__ = ["KDL_ASCEND", "KDL_EXT_DEV", "DLPackError", "export", "from_dlpack", 
 KDL_CPU, KDL_EXT_DEV, KDL_ASCEND = 1, 12, 21
 DLPACK_VERSION = (1, 1)  # what this module produces, and the highest it asks producers for
 FLAG_READ_ONLY, FLAG_IS_COPIED = 1, 2
-ACL_EVENT_SYNC = 1
 ACL_MEM_LOCATION_TYPE_DEVICE = 1
 NO_ORDERING = -1
 
@@ -73,49 +72,17 @@ _capsule_set_name = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.py_object, ctypes.c_c
 
 # ---------------------------------------------------------------------------------------- ordering
 
-class _OrderingEvent:
-    """The per-device ``ACL_EVENT_SYNC`` event re-recorded for every ordering: an event made by
-    aclrtCreateEventExWithFlag "can be reused naturally" (acl_rt.h), so a later record does not disturb
-    waits already queued, and destroying it only at exit keeps aclrtDestroyEvent's rule (the waits are done).
-    """
-
-    def __init__(self, device_id: int) -> None:
-        _activate(device_id)
-        self.handle = _calls.create_event_ex_with_flag(ACL_EVENT_SYNC)
-        track(EVENTS, self, _destroy_event, self.handle, device_id)
-
-
-def _destroy_event(handle: int, device_id: int) -> None:
-    _activate(device_id)
-    _calls.destroy_event(handle)
-
-
-_events: dict[int, _OrderingEvent] = {}
-_order_lock = threading.Lock()
-
-
 def order_streams(device: Device, producers: list[int], consumer: int) -> None:
     """Make work queued later on the ``consumer`` stream wait for what is queued now on each ``producers``
-    stream (handles; the same stream needs nothing), without a host wait where the toolkit allows.
+    stream (handles; the same stream needs nothing): a fence event recorded on the producer and
+    ``aclrtStreamWaitEvent`` on the consumer, without a host wait where the toolkit allows (see
+    ``_fences.FencePool.order``, which recycles the events only once they have run).
 
     >>> order_streams(Device(0), [Device(0).stream.handle], their_stream_handle)  # doctest: +SKIP
     """
-    others = [p for p in dict.fromkeys(producers) if p != consumer]
-    if not others:
-        return
-    caps = ensure_runtime().caps
-    _activate(device.id)
-    if not (caps.stream_wait_event and caps.event_ex_with_flag):
-        for handle in others:  # an older toolkit: the host waits instead
-            _calls.synchronize_stream(handle)
-        return
-    with _order_lock:
-        event = _events.get(device.id)
-        if event is None:
-            event = _events[device.id] = _OrderingEvent(device.id)
-        for handle in others:
-            _calls.record_event(event.handle, handle)
-            _calls.stream_wait_event(consumer, event.handle)
+    fences = fences_for(device.id)
+    for handle in dict.fromkeys(producers):
+        fences.order(consumer, handle)
 
 
 def _consumer_stream(stream: object) -> int | None:
@@ -127,7 +94,8 @@ def _consumer_stream(stream: object) -> int | None:
     if isinstance(stream, (int, np.integer)) and not isinstance(stream, bool) and int(stream) == NO_ORDERING:
         return None
     try:
-        return as_address(stream, "stream")
+        handle: int = as_address(stream, "stream")
+        return handle
     except (InvalidDtypeError, InvalidValueError):
         raise InvalidDtypeError("stream", "stream", f"must be an aclrtStream handle (int), -1 (no ordering) or None "
                                 f"(the default stream), got {stream!r}") from None
@@ -253,11 +221,12 @@ def export(arr: DeviceArray, *, stream: object = None, max_version: object = Non
     strides = ffi.new("int64_t[]", list(source.element_strides) or [0])
     managed = ffi.new(_VERSIONED_P if versioned else _LEGACY_P)
     tensor = managed.dl_tensor
-    tensor.data = ffi.cast("void *", source.data_ptr)
+    tensor.data = ffi.cast("void *", source.ptr)  # the aligned storage base; the view starts byte_offset later
     tensor.device.device_type, tensor.device.device_id = kind, source.device.id
     tensor.ndim = source.ndim
     tensor.dtype.code, tensor.dtype.bits, tensor.dtype.lanes = code, bits, 1
-    tensor.shape, tensor.strides, tensor.byte_offset = shape, strides, 0
+    tensor.shape, tensor.strides = shape, strides
+    tensor.byte_offset = source.offset * source.dtype.itemsize
     if versioned:
         managed.version.major, managed.version.minor = DLPACK_VERSION
         managed.flags = FLAG_IS_COPIED if copy else 0
@@ -332,8 +301,8 @@ def _check_device_memory(address: int, device_id: int) -> None:
     if not cann.caps.pointer_attributes:
         raise DLPackError("device: a kDLExtDev tensor cannot be checked for Ascend device memory: this toolkit "
                           "lacks aclrtPointerGetAttributes; ask the producer for kDLAscend (21)")
-    _activate(device_id)
-    kind, where = _calls.pointer_get_attributes(address)
+    with use_device(device_id):
+        kind, where = _calls.pointer_get_attributes(address)
     if kind != ACL_MEM_LOCATION_TYPE_DEVICE or where != device_id:
         raise DLPackError(f"device: the kDLExtDev tensor at 0x{address:x} is not memory of Ascend device "
                           f"{device_id} (aclrtPointerGetAttributes says location type {kind}, id {where})")
@@ -381,9 +350,13 @@ def from_dlpack(obj: Any, *, stream: Stream | None = None) -> DeviceArray:
         data, shape, dtype, element_strides = _layout(tensor)
         if kind == KDL_EXT_DEV:
             _check_device_memory(data, device_id)
-        item = dtype.itemsize
-        arr = DeviceArray.from_pointer(data, shape, dtype, tuple(s * item for s in element_strides), device=device,
-                                       owner=obj)
+        # CANN wants 32-byte aligned tensor addresses: start at the aligned address at or below the first
+        # element (inside the same allocation, which starts aligned) and reach the element with an offset.
+        base = data - data % 32
+        if (data - base) % dtype.itemsize:
+            raise DLPackError(f"data: address 0x{data:x} is not aligned to its {dtype_name(dtype)} elements")
+        arr = DeviceArray.from_pointer(base, shape, dtype, element_strides=element_strides,
+                                       offset=(data - base) // dtype.itemsize, device=device, owner=obj)
     except BaseException:
         _call_deleter(address, versioned)
         raise

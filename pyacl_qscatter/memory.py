@@ -2,9 +2,13 @@
 
 Cached blocks are kept per (device, stream): work on one stream runs in order, so a block released after
 work was queued on its stream can be handed to later work on that same stream without waiting. A block
-used on another stream is released only after that stream is synchronised. Steady-state calls therefore
-never reach aclrtMalloc or aclrtFree (aclrtFree does not wait for queued work, so it runs only after a
-synchronisation).
+used on another stream is ordered on the device with fences (``aclrtStreamWaitEvent``): the other
+stream's first use waits for the block's own stream, and the block's release makes its own stream wait
+for the others. Steady-state calls therefore never reach aclrtMalloc or aclrtFree, and never make the
+host wait (aclrtFree does not wait for queued work, so it runs only after a synchronisation).
+
+Sizes are rounded finely (`pinned.round_size`: 512-byte steps below 1 MiB, 1 MiB steps above), and the
+bytes cached but free are capped (`CachingAllocator.cache_limit`, default `DEFAULT_CACHE_LIMIT`).
 """
 
 from __future__ import annotations
@@ -19,26 +23,30 @@ from typing import Any
 
 import numpy as np
 
-from . import _calls
-from ._address import as_address
+from . import _calls, _transfer
+from ._fences import fences_for
 from .dtypes import ACL_DTYPE, dtype_name
 from .errors import CannError, CannOutOfMemoryError, InvalidDtypeError, InvalidValueError
-from .runtime import ARRAYS, CACHES, Device, Stream, _activate, call_each, close_all, is_open_stream, track
+from .pinned import ALIGN, pinned_pool, round_size
+from .runtime import (
+    ARRAYS,
+    CACHES,
+    Device,
+    Stream,
+    as_address,
+    call_each,
+    close_all,
+    forget,
+    is_open_stream,
+    track,
+    use_device,
+)
 
-__all__ = ["CachingAllocator", "DeviceArray", "allocator_for"]
+__all__ = ["DEFAULT_CACHE_LIMIT", "CachingAllocator", "DeviceArray", "allocator_for", "stage_host"]
 
 H2D, D2H, D2D = 1, 2, 3
 ACL_FORMAT_ND = 2
-_MIN_BLOCK = 512
-
-
-def _size_class(nbytes: int) -> int:
-    """Round up so that similar sizes share cached blocks: powers of two up to 64 MiB, then 2 MiB steps."""
-    n = max(nbytes, _MIN_BLOCK)
-    if n <= 64 << 20:
-        return 1 << (n - 1).bit_length()
-    step = 2 << 20
-    return -(-n // step) * step
+DEFAULT_CACHE_LIMIT = 1 << 30  # bytes of free blocks a device's allocator keeps for reuse
 
 
 class Block:
@@ -53,18 +61,19 @@ class Block:
 
     def use_on(self, stream: int) -> None:
         """Record that work on ``stream`` uses this block. The first time for a stream other than the one it
-        is cached for, wait for that one: work a previous owner queued there may still touch the memory.
+        is cached for, order that stream after the work queued so far on the block's own stream (a fence
+        it waits for on the device; a host wait where the toolkit has no ``aclrtStreamWaitEvent``): a
+        previous owner's queued work may still touch the memory.
 
         >>> block.use_on(other_stream.handle)  # doctest: +SKIP
         """
         if stream != self.stream and stream not in self.streams:
-            _activate(self.device_id)
-            _calls.synchronize_stream(self.stream)
+            fences_for(self.device_id).order(stream, self.stream)
             self.streams.add(stream)
 
 
 class CachingAllocator:
-    """Per-device cache of device blocks keyed by (stream, size class).
+    """Per-device cache of device blocks keyed by (stream, size).
 
     The lock is re-entrant and nothing is allocated while it is held: a garbage-collected array's
     finalizer may release a block on this very thread in the middle of `alloc`.
@@ -78,7 +87,33 @@ class CachingAllocator:
         self._lock = threading.RLock()
         self._free: defaultdict[tuple[int, int], list[int]] = defaultdict(list)
         self.cached_bytes = 0
+        self.in_use_bytes = 0
+        self.peak_bytes = 0
         self.mallocs = 0  # aclrtMalloc calls made, for the benchmark's mallocs_per_call
+        self.cache_limit = DEFAULT_CACHE_LIMIT
+
+    def stats(self) -> dict[str, int]:
+        """The allocator's figures, in bytes except the count: ``in_use_bytes`` (blocks handed out),
+        ``cached_bytes`` (free blocks kept for reuse), ``peak_bytes`` (the most device memory the allocator
+        held at once, in use plus cached), ``allocations`` (aclrtMalloc calls made).
+
+        >>> sorted(allocator_for(0).stats())  # doctest: +SKIP
+        ['allocations', 'cached_bytes', 'in_use_bytes', 'peak_bytes']
+        """
+        with self._lock:
+            return {"in_use_bytes": self.in_use_bytes, "cached_bytes": self.cached_bytes,
+                    "peak_bytes": self.peak_bytes, "allocations": self.mallocs}
+
+    def set_cache_limit(self, nbytes: int) -> None:
+        """Keep at most ``nbytes`` of free blocks cached (default `DEFAULT_CACHE_LIMIT`, 1 GiB); blocks
+        beyond it are freed once the streams they are cached for are idle. 0 caches nothing.
+
+        >>> allocator_for(0).set_cache_limit(256 << 20)  # doctest: +SKIP
+        """
+        if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 0:
+            raise InvalidValueError("cache_limit", "nbytes", f"must be a non-negative int, got {nbytes!r}")
+        self.cache_limit = nbytes
+        self._trim()
 
     def alloc(self, nbytes: int, stream: int) -> Block:
         """A block of at least ``nbytes`` for work on ``stream``; on a device allocation failure, free the
@@ -87,7 +122,7 @@ class CachingAllocator:
         >>> allocator_for(0).alloc(4096, Device(0).stream.handle).size  # doctest: +SKIP
         4096
         """
-        size = _size_class(nbytes)
+        size = round_size(nbytes)
         ptr = None
         with self._lock:
             bucket = self._free.get((stream, size))
@@ -95,32 +130,76 @@ class CachingAllocator:
                 self.cached_bytes -= size
                 ptr = bucket.pop()
         if ptr is None:
-            _activate(self.device_id)
-            try:
-                ptr = _calls.malloc(size)
-            except CannOutOfMemoryError:
-                self.empty_cache()
-                ptr = _calls.malloc(size)
+            with use_device(self.device_id):
+                try:
+                    ptr = _calls.malloc(size)
+                except CannOutOfMemoryError:
+                    self.empty_cache()
+                    ptr = _calls.malloc(size)
             self.mallocs += 1
+        with self._lock:
+            self.in_use_bytes += size
+            self.peak_bytes = max(self.peak_bytes, self.in_use_bytes + self.cached_bytes)
         return Block(ptr, size, self.device_id, stream)
 
     def release(self, block: Block) -> None:
-        """Return a block to the cache of its stream, after waiting for the other open streams that used it
-        (work queued there may still touch it; a closed stream has finished everything).
+        """Return a block to the cache of its stream, after ordering that stream behind the other open
+        streams that used it (on the device: work queued there may still touch it; a closed stream has
+        finished everything). A block whose own stream is gone is freed once the device is idle.
 
         >>> allocator_for(0).release(block)  # doctest: +SKIP
         """
         others = [s for s in block.streams if s != block.stream and is_open_stream(s)]
+        if not is_open_stream(block.stream):
+            with use_device(self.device_id):
+                for other in others:
+                    _calls.synchronize_stream(other)
+                with self._lock:
+                    self.in_use_bytes -= block.size
+                _calls.free(block.ptr)  # its own stream finished everything when it was closed
+            return
         if others:
-            _activate(self.device_id)
+            fences = fences_for(self.device_id)
             for other in others:
-                _calls.synchronize_stream(other)
+                fences.order(block.stream, other)
         with self._lock:
             self._free[(block.stream, block.size)].append(block.ptr)
             self.cached_bytes += block.size
+            self.in_use_bytes -= block.size
+            over = self.cached_bytes > self.cache_limit
+        if over:
+            self._trim()
+
+    def _trim(self) -> None:
+        """Free cached blocks, largest first, until the cache fits its limit; each after its stream is idle."""
+        with self._lock:
+            taken: list[tuple[int, int, int]] = []
+            excess = self.cached_bytes - self.cache_limit
+            for (stream, size) in sorted(self._free, key=lambda k: -k[1]):
+                bucket = self._free[stream, size]
+                while bucket and excess > 0:
+                    taken.append((stream, size, bucket.pop()))
+                    excess -= size
+                    self.cached_bytes -= size
+        if not taken:
+            return
+        with use_device(self.device_id):
+            for stream in {s for s, _, _ in taken}:
+                if is_open_stream(stream):
+                    _calls.synchronize_stream(stream)
+            call_each(_calls.free, [p for _, _, p in taken])
+
+    def holds_stream(self, stream: int) -> bool:
+        """True when blocks are cached for ``stream``.
+
+        >>> allocator_for(0).holds_stream(stream.handle)  # doctest: +SKIP
+        False
+        """
+        with self._lock:
+            return any(k[0] == stream and bucket for k, bucket in self._free.items())
 
     def drop_stream(self, stream: int) -> None:
-        """Free the blocks cached for a stream that is being destroyed (the caller synchronised it).
+        """Free the blocks cached for a stream whose work has all run (the caller synchronised it).
 
         >>> allocator_for(0).drop_stream(stream.handle)  # doctest: +SKIP
         """
@@ -128,12 +207,14 @@ class CachingAllocator:
             keys = [k for k in self._free if k[0] == stream]
             taken = [(p, k[1]) for k in keys for p in self._free.pop(k)]
             self.cached_bytes -= sum(size for _, size in taken)
-        _activate(self.device_id)
-        call_each(_calls.free, [p for p, _ in taken])
+        if taken:
+            with use_device(self.device_id):
+                call_each(_calls.free, [p for p, _ in taken])
 
     def empty_cache(self) -> None:
-        """Free every cached block: take them off the cache, wait for the device, then free them (a block
-        released meanwhile stays cached, since aclrtFree does not wait for queued work).
+        """Free every cached block and the device's pinned staging buffers and fences: take them off the
+        cache, wait for the device, then free them (a block released meanwhile stays cached, since aclrtFree
+        does not wait for queued work).
 
         >>> allocator_for(0).empty_cache()  # doctest: +SKIP
         """
@@ -142,15 +223,19 @@ class CachingAllocator:
             self._free.clear()
             self.cached_bytes = 0
         try:
-            _activate(self.device_id)
-            _calls.synchronize_device()
+            with use_device(self.device_id):
+                _calls.synchronize_device()
         except BaseException:  # not known to be idle: keep them cached (a stream's teardown frees its own)
             with self._lock:
                 for key, p in taken:
                     self._free[key].append(p)
                     self.cached_bytes += key[1]
             raise
-        call_each(_calls.free, [p for _, p in taken])  # the device was synchronised
+        try:
+            with use_device(self.device_id):
+                call_each(_calls.free, [p for _, p in taken])  # the device was synchronised
+        finally:
+            pinned_pool(self.device_id).drain()
 
 
 _allocators: dict[int, CachingAllocator] = {}
@@ -172,6 +257,19 @@ def allocator_for(device_id: int) -> CachingAllocator:
             alloc = _allocators[device_id] = CachingAllocator(device_id)
             track(CACHES, alloc, _drain, alloc)  # at exit: after arrays returned their blocks, before streams
         return alloc
+
+
+def forget_allocator(device_id: int) -> None:
+    """For `Device.reset`: free what the device's cache holds if CANN lets it, then drop the allocator (a
+    block CANN refused to free is forgotten: the reset reclaims it); the next use makes a fresh one.
+
+    >>> forget_allocator(0)  # doctest: +SKIP
+    """
+    with _alloc_lock:
+        alloc = _allocators.pop(device_id, None)
+    if alloc is not None:
+        forget(CACHES, alloc)
+        alloc.empty_cache()
 
 
 def _drain(alloc: CachingAllocator) -> None:
@@ -305,15 +403,17 @@ class DeviceArray:
         if nbytes:
             with close_on_error(arr):
                 s = arr.device.stream if stream is None else stream
-                _activate(arr.device.id)
-                _calls.memset_async(arr.ptr, arr.storage * arr.dtype.itemsize, 0, nbytes, s.handle)
+                with use_device(arr.device.id, s.context):
+                    _calls.memset_async(arr.ptr, arr.storage * arr.dtype.itemsize, 0, nbytes, s.handle)
                 if stream is None:
                     s.synchronize()
         return arr
 
     @classmethod
     def from_numpy(cls, a: Any, *, device: Device | int | None = None, stream: Stream | None = None) -> DeviceArray:
-        """Copy a NumPy array to the device (the copy has finished when this returns).
+        """Copy a NumPy array to the device through pinned memory. Without ``stream`` the copy has finished
+        when this returns; with one it is queued there and this returns without waiting (``a`` may be
+        reused at once: its bytes were staged).
 
         >>> d = DeviceArray.from_numpy(np.ones((2, 32), np.int8))  # doctest: +SKIP
         """
@@ -364,6 +464,9 @@ class DeviceArray:
         address = as_address(ptr, "ptr")
         if address == 0:
             raise InvalidValueError("ptr", "ptr", f"must be a non-NULL device address, got {ptr!r}")
+        if address % 32:  # aclCreateTensor's documented requirement; CANN itself does not check (undefined results)
+            raise InvalidValueError("alignment", "ptr", f"must be 32-byte aligned, as aclCreateTensor requires "
+                                    f"(wrap the allocation's start and pass offset=), got 0x{address:x}")
         return cls(address, shp, dt, st, int(offset), dev, _extent(shp, st, int(offset)), None, owner)
 
     # -------------------------------------------------------------------------------------- properties
@@ -581,33 +684,29 @@ class DeviceArray:
                                     f"strides {self.strides} (bytes) without a copy; use d.copy().reshape(...)")
         return self._view(new, strides, self.offset)
 
-    def _runs(self) -> tuple[int, list[int]]:
-        """(elements per dense run, element offset of each run from ``ptr``): the array as a list of contiguous
-        pieces, for copies and fills that CANN's flat calls can do."""
-        if self.size == 0:
-            return 0, []
-        dims = [(n, s) for n, s in zip(self.shape, self.element_strides, strict=True) if n != 1]
-        run = 1
-        while dims and dims[-1][1] == run:
-            run *= dims.pop()[0]
-        starts = [self.offset]
-        for n, s in dims:
-            starts = [b + i * s for b in starts for i in range(n)]
-        return run, starts
-
-    def _queue_copy_in(self, src: DeviceArray, stream: Stream) -> None:
-        """Queue device-to-device copies from the contiguous ``src`` into this array on ``stream``."""
-        run, starts = self._runs()
-        item = self.dtype.itemsize
-        _activate(self.device.id)
-        self._use_on(stream)
-        src._use_on(stream)
-        for i, start in enumerate(starts):
-            _calls.memcpy_async(self.ptr + start * item, run * item, src.data_ptr + i * run * item, run * item, D2D,
-                                stream.handle)
+    def _device_runs(self, stream: Stream, dst: Any, src: Any, run: int, value: int = 0) -> None:
+        """Device-side copies (``src`` addresses) or fills (``src`` None, byte ``value``) of ``run`` bytes at
+        each ``dst`` address, queued on ``stream`` when every address is 64-byte aligned (CANN's rule for
+        asynchronous copies and fills before 8.5); otherwise done synchronously after waiting for the stream."""
+        starts = [int(a) for a in dst]
+        sources = None if src is None else [int(a) for a in src]
+        aligned = all(a % ALIGN == 0 for a in starts + (sources or []))
+        with use_device(self.device.id, stream.context):
+            if not aligned:
+                _calls.synchronize_stream(stream.handle)
+            for i, addr in enumerate(starts):
+                if sources is None and aligned:
+                    _calls.memset_async(addr, run, value, run, stream.handle)
+                elif sources is None:
+                    _calls.memset(addr, run, value, run)
+                elif aligned:
+                    _calls.memcpy_async(addr, run, sources[i], run, D2D, stream.handle)
+                else:
+                    _calls.memcpy(addr, run, sources[i], run, D2D)
 
     def copy(self) -> DeviceArray:
-        """A new contiguous array with this array's contents, queued on its stream (no host wait).
+        """A new contiguous array with this array's contents, queued on its stream (no host wait when the
+        view's runs are 64-byte aligned), as ``ndarray.copy``.
 
         >>> DeviceArray.from_numpy(np.arange(4, dtype=np.int8))[::2].copy().to_numpy().tolist()  # doctest: +SKIP
         [0, 2]
@@ -615,14 +714,11 @@ class DeviceArray:
         self._check_open()
         s = self.stream
         dst = DeviceArray.empty(self.shape, self.dtype, device=self.device, stream=s)
-        with close_on_error(dst):
-            run, starts = self._runs()
-            item = self.dtype.itemsize
-            _activate(self.device.id)
-            self._use_on(s)
-            for i, start in enumerate(starts):
-                _calls.memcpy_async(dst.ptr + i * run * item, run * item, self.ptr + start * item, run * item, D2D,
-                                    s.handle)
+        if self.size:
+            with close_on_error(dst):
+                self._use_on(s)
+                src, run = _transfer.rows(self)
+                dst._device_runs(s, dst.data_ptr + np.arange(len(src), dtype=np.int64) * run, src, run)
         return dst
 
     def fill(self, value: Any) -> None:
@@ -634,9 +730,9 @@ class DeviceArray:
         self[...] = value
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        """``d[key] = value`` from a host array, a scalar (broadcast as in NumPy) or a device array of the
-        same dtype and shape. Host data goes through `copy_from`'s staging, scalars whose bytes are all
-        equal (0, -1) through a device memset; all queued on the array's stream.
+        """``d[key] = value`` as in NumPy, from a host array or scalar (broadcast, cast like NumPy) or a device
+        array of the same dtype and shape; queued on the array's stream. Host data goes through
+        `copy_from`'s pinned staging; a scalar whose bytes are all equal (0, -1) through a device memset.
 
         >>> d = DeviceArray.zeros((4, 32), np.int8); d[1:3] = 7; d[-1, ::2] = np.arange(16)  # doctest: +SKIP
         """
@@ -649,12 +745,12 @@ class DeviceArray:
                 raise InvalidValueError("value", "value", f"a device array must have shape {target.shape} and dtype "
                                         f"{dtype_name(self.dtype)}, got {value.shape} {dtype_name(value.dtype)}")
             value._check_open("value")
-            from .dlpack import order_streams
-
-            order_streams(self.device, [value.stream.handle], s.handle)
+            fences_for(self.device.id).order(s.handle, value.stream.handle)
             src = value if value.is_contiguous else value.copy()
             try:
-                target._queue_copy_in(src, s)
+                target._use_on(s)
+                dst, run = _transfer.rows(target)
+                target._device_runs(s, dst, src.data_ptr + np.arange(len(dst), dtype=np.int64) * run, run)
             finally:
                 if src is not value:
                     src.close()  # back to the stream's cache: only later work on s reuses it
@@ -668,21 +764,11 @@ class DeviceArray:
                                     f"shape {target.shape}: {exc}") from None
         pattern = data.flat[0].tobytes() if host.ndim == 0 else b""
         if pattern and pattern == pattern[:1] * len(pattern):
-            run, starts = target._runs()
-            item = self.dtype.itemsize
-            _activate(self.device.id)
             target._use_on(s)
-            for start in starts:
-                _calls.memset_async(self.ptr + start * item, run * item, pattern[0], run * item, s.handle)
+            dst, run = _transfer.rows(target)
+            target._device_runs(s, dst, None, run, pattern[0])
             return
-        if target.is_contiguous:
-            target.copy_from(data, stream=s)
-            return
-        staged = DeviceArray.from_numpy(data, device=self.device, stream=s)
-        try:
-            target._queue_copy_in(staged, s)
-        finally:
-            staged.close()  # back to the stream's cache: only later work on s reuses it
+        target.copy_from(np.ascontiguousarray(data), stream=s)
 
     def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
         """Refuse NumPy arithmetic: a device array does not compute on the host.
@@ -719,56 +805,48 @@ class DeviceArray:
 
     def to_numpy(self, out: np.ndarray[Any, Any] | None = None, *, stream: Stream | None = None
                  ) -> np.ndarray[Any, Any]:
-        """Copy to the host (waiting for queued work first: the whole device, or just ``stream``).
+        """Copy to the host, after the work queued before: on the whole device, or on ``stream`` only.
+
+        Only the view's own bytes move (its contiguous runs, each copy starting at a 64-byte aligned
+        address, through pinned memory; see ``_transfer``). An ``out`` from `pinned_empty` receives a
+        contiguous, aligned array without staging.
 
         >>> d.to_numpy().dtype  # doctest: +SKIP
         dtype('int8')
         """
         self._check_open()
-        lo = self.offset
-        extent = _extent(self.shape, self.element_strides, self.offset) - lo
-        staging = np.empty(max(extent, 0), self.dtype)
-        _activate(self.device.id)
-        if stream is None:
-            _calls.synchronize_device()
-        if extent > 0:
-            s = self.device.stream if stream is None else stream
-            self._use_on(s)
-            _calls.memcpy_async(_calls.buffer_address(staging, writable=True), staging.nbytes,
-                                self.ptr + lo * self.dtype.itemsize, staging.nbytes, D2H, s.handle)
-            s.synchronize()
-        item = self.dtype.itemsize
-        result = np.lib.stride_tricks.as_strided(staging, self.shape, tuple(s * item for s in self.element_strides))
-        if out is None:
-            return result.copy()
-        if out.shape != self.shape or out.dtype != self.dtype or not out.flags.writeable:
+        if out is not None and (out.shape != self.shape or out.dtype != self.dtype or not out.flags.writeable):
             raise InvalidValueError("out", "out", f"must be a writable array of shape {self.shape} and dtype "
                                     f"{dtype_name(self.dtype)}, got {out.shape} {dtype_name(out.dtype)} "
                                     f"(writable: {out.flags.writeable})")
-        np.copyto(out, result)
-        return out
+        s = self.device.stream if stream is None else stream
+        if stream is None and self.nbytes:
+            with use_device(self.device.id):
+                _calls.synchronize_device()
+        self._use_on(s)
+        return _transfer.download(self, s, out)
 
     def copy_from(self, host: Any, *, stream: Stream | None = None) -> DeviceArray:
-        """Overwrite this contiguous array with a host array of the same shape and dtype; return self.
-        The copy is queued on ``stream`` (default: the device's package stream), after the work already
-        there, and has finished when this returns.
+        """Overwrite this array (or view) with a host array of the same shape and dtype; return self.
 
-        >>> d_updates.copy_from(next_rows)  # doctest: +SKIP
+        The bytes are staged in pinned memory and the copy is queued on ``stream`` after the work already
+        there. Without ``stream`` (the device's package stream) the copy has finished when this returns;
+        with one, this returns at once, and ``host`` may be reused (a `pinned_empty` array is copied
+        without staging: it is read when the stream gets there, so do not write it before). Only the
+        view's bytes are written; a view whose runs do not start at 64-byte aligned addresses is written
+        synchronously (after waiting for the stream), since CANN's asynchronous copies need aligned ones.
+
+        >>> d_updates.copy_from(next_rows, stream=s)  # doctest: +SKIP
         """
         self._check_open()
-        data = np.ascontiguousarray(host)
-        if not self.is_contiguous:
-            raise InvalidValueError("self", "self", f"copy_from needs a contiguous array; this view (shape {self.shape}"
-                                    f", strides {self.strides}) is not: assign with view[...] = host instead")
+        data = host if isinstance(host, np.ndarray) and host.flags.c_contiguous else np.ascontiguousarray(host)
         if data.shape != self.shape or data.dtype != self.dtype:
             raise InvalidValueError("host", "host", f"must have shape {self.shape} and dtype {dtype_name(self.dtype)}"
-                                    f" into a contiguous array, got {data.shape} {dtype_name(data.dtype)}")
+                                    f", got {data.shape} {dtype_name(data.dtype)}")
         s = self.device.stream if stream is None else stream
         if data.nbytes:
-            _activate(self.device.id)
             self._use_on(s)
-            _calls.memcpy_async(self.data_ptr, data.nbytes, _calls.buffer_address(data), data.nbytes, H2D, s.handle)
-            s.synchronize()  # the host buffer must outlive the copy
+            _transfer.upload(self, data, s, wait=stream is None)
         return self
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray[Any, Any]:
@@ -839,6 +917,20 @@ class DeviceArray:
     def __repr__(self) -> str:
         return (f"DeviceArray(shape={self.shape}, dtype={dtype_name(self.dtype)}, strides={self.strides}, "
                 f"offset={self.offset}, device={self.device.id})")
+
+
+def stage_host(value: Any, stream: Stream) -> DeviceArray:
+    """A new device array holding ``value`` (any array-like, as C-contiguous NumPy), copied on ``stream``
+    through pinned staging without waiting. Close it once the work that reads it is queued on the same
+    stream: its block goes back to that stream's cache, where only later work reuses it.
+
+    >>> d_idx = stage_host(np.array([3, 0], np.int32), stream)  # doctest: +SKIP
+    """
+    host = np.ascontiguousarray(value)
+    arr = DeviceArray.empty(host.shape, host.dtype, stream=stream)
+    with close_on_error(arr):
+        _transfer.upload(arr, host, stream, wait=False)
+    return arr
 
 
 def _device(device: Device | int | None, stream: Stream | None) -> Device:

@@ -58,8 +58,8 @@ DESTROY_LEAK = {"aclDestroyTensor": "live_tensors", "aclDestroyAclOpExecutor": "
 def dev(emu: Emu, monkeypatch: pytest.MonkeyPatch) -> Device:
     ok, why = npu.npu_status()
     assert ok, why
-    # A refused repeatable executor switches the process to two-phase calls; keep that inside each test.
-    monkeypatch.setitem(_prepared._reuse, "allowed", True)
+    # Repeatable executors are asked for once per process: ask again in each test, so the sweep sees the call.
+    monkeypatch.setitem(_prepared._reuse, "accepted", None)
     Device(0).stream  # noqa: B018  (the package's stream exists before counters are read)
     return Device(0)
 
@@ -314,7 +314,7 @@ def sweep(emu: Emu, name: str, codes: tuple[int, ...]) -> tuple[int, list[str]]:
             state.close()
             failed = raised is not None
             raised = None  # leaks are counted once the caller has dropped the exception (and its traceback)
-            _prepared._reuse["allowed"] = True
+            _prepared._reuse["accepted"] = None
             # The next call succeeds and is right.
             again = scenario.setup()
             try:

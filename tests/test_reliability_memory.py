@@ -115,11 +115,11 @@ def test_device_arrays_up_to_the_limit_and_back(dev: Device, emu: Emu, monkeypat
     arrays.clear()
     qs.quant_scatter_(d_cache, *args)  # fits once the closed arrays' cached blocks are given back
     np.testing.assert_array_equal(d_cache.to_numpy(), qs.quant_scatter(cache, *args, backend="cpu"))
+    d_cache.close()  # its prepared call goes, and with it the stream's workspace
     # The closed arrays' blocks went back to the cache; the next large array reuses or frees them.
     again = [DeviceArray.zeros((MIB,), np.int8) for _ in range(4)]
     assert all(np.count_nonzero(a.to_numpy()) == 0 for a in again)
     for arr in again:
         arr.close()
-    d_cache.close()
     monkeypatch.delenv("CANN_EMU_DEVICE_MEMORY")
     assert settle(emu) == start

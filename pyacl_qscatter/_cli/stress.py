@@ -292,7 +292,7 @@ def fault_sweep(probe: Probe, codes: tuple[int, ...]) -> dict[str, Any]:
                 error = None
                 with contextlib.suppress(QScatterError):
                     run.close()
-                _prepared._reuse["allowed"] = True  # a refused repeatable executor must not outlive the sweep
+                _prepared._reuse["accepted"] = None  # a refused repeatable executor must not outlive the sweep
                 again = setup()
                 try:
                     body(again)
