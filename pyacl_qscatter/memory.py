@@ -36,7 +36,6 @@ from .runtime import (
     as_address,
     call_each,
     close_all,
-    forget,
     is_open_stream,
     track,
     use_device,
@@ -257,19 +256,6 @@ def allocator_for(device_id: int) -> CachingAllocator:
             alloc = _allocators[device_id] = CachingAllocator(device_id)
             track(CACHES, alloc, _drain, alloc)  # at exit: after arrays returned their blocks, before streams
         return alloc
-
-
-def forget_allocator(device_id: int) -> None:
-    """For `Device.reset`: free what the device's cache holds if CANN lets it, then drop the allocator (a
-    block CANN refused to free is forgotten: the reset reclaims it); the next use makes a fresh one.
-
-    >>> forget_allocator(0)  # doctest: +SKIP
-    """
-    with _alloc_lock:
-        alloc = _allocators.pop(device_id, None)
-    if alloc is not None:
-        forget(CACHES, alloc)
-        alloc.empty_cache()
 
 
 def _drain(alloc: CachingAllocator) -> None:

@@ -210,19 +210,6 @@ def track(kind: int, obj: object, release: Callable[..., None], *args: Any) -> w
     return fin
 
 
-def forget(kind: int, obj: object) -> None:
-    """Drop ``obj``'s registered release without running it (its resource went with a device reset).
-
-    >>> forget(CACHES, allocator)  # doctest: +SKIP
-    """
-    group = _live[kind]
-    for key, (fin, _release, _args) in list(group.items()):
-        target = fin.peek()
-        if target is not None and target[0] is obj:
-            fin.detach()
-            group.pop(key, None)
-
-
 def _run_release(kind: int, key: int) -> None:
     entry = _live[kind].pop(key, None)
     if entry is not None:
@@ -323,14 +310,6 @@ def _set_device(device_id: int) -> int:
         _device_sets.append(device_id)
         _contexts[device_id] = _calls.get_current_context()
         return current
-
-
-def _activate(device_id: int) -> None:
-    """Make ``device_id``'s context current on this thread for the package's own calls, without putting the
-    caller's back afterwards: prefer `use_device`, which does. The device a user chose (see
-    `Device.current`) is kept apart, so internal switches never change where their next array goes.
-    """
-    _switch(device_id)
 
 
 class use_device:  # lower case: used like a function, ``with use_device(0): ...``
@@ -487,13 +466,11 @@ class Device:
         >>> Device(0).reset()  # doctest: +SKIP
         """
         global _blocked
-        from .memory import forget_allocator
+        from . import _fences, memory, pinned
 
         with _lock:
             _stopped.pop(self.id, None)
-            for kind, group in enumerate(_live):
-                if kind == CACHES:
-                    continue
+            for group in _live:
                 for fin, _release, _args in list(group.values()):
                     target = fin.peek()
                     if target is None or _device_of(target[0]) != self.id:
@@ -501,8 +478,10 @@ class Device:
                     close = getattr(target[0], "close", None)
                     with contextlib.suppress(CannError):  # a stopped device may refuse: the reset reclaims it
                         close() if callable(close) else fin()
-            with contextlib.suppress(CannError):  # blocks it could not free are forgotten: the reset frees them
-                forget_allocator(self.id)
+            # The device's caches (device blocks, fences, pinned staging) start afresh: what they could not
+            # release above belongs to the device that is being reset.
+            for registry in (memory._allocators, _fences._pools, pinned._pools):
+                registry.pop(self.id, None)
             self._stream = None
             while self.id in _device_sets:
                 _device_sets.remove(self.id)
