@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import operator
 import threading
 import weakref
 from collections import defaultdict
@@ -741,20 +742,20 @@ class DeviceArray:
                 if src is not value:
                     src.close()  # back to the stream's cache: only later work on s reuses it
             return
+        data = np.empty(target.shape, self.dtype)
+        scalar = np.ndim(value) == 0
         try:
-            host = np.asarray(value)
-            data = np.broadcast_to(host.astype(self.dtype, casting="same_kind" if host.ndim else "unsafe"),
-                                   target.shape)
-        except (TypeError, ValueError) as exc:
+            data[...] = value  # NumPy's own assignment rules: broadcasting, casting, overflow errors
+        except (TypeError, ValueError, OverflowError) as exc:
             raise InvalidValueError("value", "value", f"cannot be written into a {dtype_name(self.dtype)} view of "
                                     f"shape {target.shape}: {exc}") from None
-        pattern = data.flat[0].tobytes() if host.ndim == 0 else b""
+        pattern = data.flat[0].tobytes() if scalar else b""
         if pattern and pattern == pattern[:1] * len(pattern):
             target._use_on(s)
             dst, run = _transfer.rows(target)
             target._device_runs(s, dst, None, run, pattern[0])
             return
-        target.copy_from(np.ascontiguousarray(data), stream=s)
+        target.copy_from(data, stream=s)
 
     def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
         """Refuse NumPy arithmetic: a device array does not compute on the host.
@@ -929,9 +930,10 @@ def _device(device: Device | int | None, stream: Stream | None) -> Device:
 
 
 def _index(value: Any) -> int:
+    """An int from an int-like (NumPy integers included), TypeError for anything else, bools too."""
     if isinstance(value, (bool, np.bool_)):
         raise TypeError("bool")
-    return int(np.asarray(value).item()) if isinstance(value, np.ndarray) else int(value.__index__())
+    return operator.index(value)
 
 
 def _axis(value: Any, ndim: int) -> int:
