@@ -34,13 +34,15 @@ if TYPE_CHECKING:
     from .dlpack import from_dlpack
     from .graph import Graph, GraphCaptureError
     from .memory import DeviceArray, allocator_for
+    from .pinned import pinned_empty
     from .runtime import Device, Event, Stream
 
 __version__ = "0.1.0"
 
 # The device layer is imported on first access, so that ``import pyacl_qscatter`` stays light.
 _LAZY = {"DeviceArray": "memory", "allocator_for": "memory", "Device": "runtime", "Event": "runtime",
-         "Stream": "runtime", "Graph": "graph", "GraphCaptureError": "graph", "from_dlpack": "dlpack"}
+         "Stream": "runtime", "Graph": "graph", "GraphCaptureError": "graph", "pinned_empty": "pinned",
+         "from_dlpack": "dlpack"}
 
 
 def __getattr__(name: str) -> Any:
@@ -83,6 +85,7 @@ __all__ = [
     "npu_quant_scatter",
     "npu_quant_scatter_",
     "paged_indices",
+    "pinned_empty",
     "quant_scatter",
     "quant_scatter_",
 ]

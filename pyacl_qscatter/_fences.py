@@ -11,6 +11,7 @@ only host wait, and off the steady state.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -19,11 +20,33 @@ from . import _calls
 from .errors import CannError
 from .runtime import CACHES, call_each, ensure_runtime, track, use_device
 
-__all__ = ["ACL_EVENT_SYNC", "FencePool", "create_sync_event", "fences_for"]
+__all__ = ["ACL_EVENT_SYNC", "FencePool", "create_sync_event", "fences_for", "mark", "waited"]
 
 ACL_EVENT_SYNC = 1  # acl_rt.h
 ACL_ERROR_RT_STREAM_CONTEXT = 107003  # rt_error_codes.h: the stream belongs to a context that is not current
 MAX_PENDING = 256  # outstanding fences per device before the oldest is waited for
+_seq = itertools.count()  # orders fence records and host waits across threads
+
+
+def mark() -> int:
+    """A point in time: fences recorded before it get smaller numbers. Taken just before a host wait, so
+    that `waited` retires only the fences whose work that wait covered.
+
+    >>> mark() < mark()
+    True
+    """
+    return next(_seq)
+
+
+def waited(device_id: int, stream: int | None, before: int) -> None:
+    """The host has waited for ``stream`` (None: the whole device) after taking the `mark` ``before``:
+    retire the fences recorded there before that mark, whose work has therefore run.
+
+    >>> waited(0, stream.handle, mark())  # doctest: +SKIP
+    """
+    pool = _pools.get(device_id)
+    if pool is not None:
+        pool.ran_before(before, stream)
 
 
 def create_sync_event() -> int:
@@ -52,8 +75,8 @@ class FencePool:
         self.device_id = device_id
         self._lock = threading.RLock()
         self._free: list[int] = []
-        # (event, done, keep): keep is held only so that it outlives the work the fence follows
-        self._pending: deque[tuple[int, Callable[[], None] | None, object]] = deque()
+        # (event, stream, mark, done, keep): keep is held only so that it outlives the work the fence follows
+        self._pending: deque[tuple[int, int, int, Callable[[], None] | None, object]] = deque()
 
     def after(self, stream: int, done: Callable[[], None] | None = None, keep: object = None) -> int:
         """Record a fence after the work queued on ``stream`` so far; ``done()`` runs once that work is known
@@ -75,7 +98,7 @@ class FencePool:
                 self._free.append(event)
             raise
         with self._lock:
-            self._pending.append((event, done, keep))
+            self._pending.append((event, stream, next(_seq), done, keep))
         return event
 
     def order(self, waiter: int, producer: int) -> None:
@@ -111,7 +134,7 @@ class FencePool:
             with self._lock:
                 if not self._pending:
                     return
-                event, done, _ = self._pending[0]
+                event, _, _, done, _ = self._pending[0]
                 crowded = len(self._pending) > MAX_PENDING
             if can_query and _calls.query_event_status(event):
                 pass
@@ -131,6 +154,25 @@ class FencePool:
         if done is not None:
             done()
 
+    def ran_before(self, before: int, stream: int | None = None) -> None:
+        """Retire the fences recorded on ``stream`` (None: any) before the `mark` ``before``: the caller
+        waited for that stream or the device after taking the mark. Reclaims without event queries.
+
+        >>> fences_for(0).ran_before(mark(), stream.handle)  # doctest: +SKIP
+        """
+        def covered(entry: tuple[int, int, int, Callable[[], None] | None, object]) -> bool:
+            return entry[2] < before and (stream is None or entry[1] == stream)
+
+        with self._lock:
+            ran = [entry for entry in self._pending if covered(entry)]
+            if not ran:
+                return
+            self._pending = deque(entry for entry in self._pending if not covered(entry))
+            self._free.extend(entry[0] for entry in ran)
+        for _, _, _, done, _ in ran:
+            if done is not None:
+                done()
+
     def drain(self) -> None:
         """Wait for every outstanding fence, run their ``done``, and destroy every event of the pool.
 
@@ -140,12 +182,26 @@ class FencePool:
             with self._lock:
                 if not self._pending:
                     break
-                event, done, _ = self._pending[0]
+                event, _, _, done, _ = self._pending[0]
             with use_device(self.device_id):
                 _calls.synchronize_event(event)
             self._retire(event, done)
         with self._lock:
             events, self._free = self._free, []
+        if events:
+            with use_device(self.device_id):
+                call_each(_calls.destroy_event, events)
+
+    def abandon(self) -> None:
+        """For `Device.reset` of a stopped device, which runs no more queued work: retire every fence
+        without waiting (their ``done`` runs: buffers go back to their pools) and destroy every event.
+
+        >>> fences_for(0).abandon()  # doctest: +SKIP
+        """
+        with self._lock:
+            pending, self._pending = list(self._pending), deque()
+            events, self._free = [entry[0] for entry in pending] + self._free, []
+        call_each(lambda done: done(), [entry[3] for entry in pending if entry[3] is not None])
         if events:
             with use_device(self.device_id):
                 call_each(_calls.destroy_event, events)

@@ -5,7 +5,10 @@ host indices. A prepared call is found by what its operands describe (device mem
 shape, strides, dtype and storage; host operands by shape and dtype), the stream and the axes, never by
 object identity, so a fresh view of the same memory finds it. It holds its operands weakly: it is
 released when the allocation behind any of them is closed or collected, so it never keeps device memory
-alive. Host operands land in device buffers the call owns, copied in on the stream before each launch.
+alive. Host operands land in device buffers shared by the stream's prepared calls (work on a stream runs
+in order, so a buffer rewritten for the next call is never read by an earlier one): they are copied in
+only when their values differ from what the buffer already holds, so the 64 calls of a decode step that
+share one host index array upload it once (and check it once per plan).
 
 Each run is phase 1 + phase 2: real CANN refuses repeatable executors for this op (its ``selfRef`` is
 written through an in-place ViewCopy), so that is the steady state. Where a toolkit accepts
@@ -46,6 +49,7 @@ NAMES = ("self", "indices", "updates", "quant_scales", "quant_zero_points")
 _reuse: dict[str, bool | None] = {"accepted": None}
 _reuse_lock = threading.Lock()
 _cache: dict[tuple[Any, ...], Prepared] = {}
+_plans: weakref.WeakValueDictionary[Plan, Plan] = weakref.WeakValueDictionary()
 _workspaces: weakref.WeakKeyDictionary[Stream, _Workspace] = weakref.WeakKeyDictionary()
 _workspace_lock = threading.Lock()
 
@@ -135,12 +139,27 @@ def _make_repeatable(executor: Any) -> bool:
         return True
 
 
+class _HostSlot:
+    """A device buffer for one host operand (position, shape, dtype) of a stream's prepared calls, with the
+    bytes it holds once the copies queued so far ran, and the plan those values were last checked for."""
+
+    __slots__ = ("buf", "data", "plan")
+
+    def __init__(self, buf: DeviceArray) -> None:
+        self.buf = buf
+        self.data: bytes | None = None
+        self.plan: Plan | None = None
+
+
 class _Workspace:
-    """The workspace of the prepared calls on one stream: work on a stream runs in order, so one block,
-    grown to the largest size asked, serves them all. It goes back to the allocator when the last call
-    using it is released; a block a graph captured stays until that graph closes."""
+    """What the prepared calls on one stream share: work on a stream runs in order, so one workspace block,
+    grown to the largest size asked, serves them all, and so does one device buffer per kind of host
+    operand. They go back to the allocator when the last call using them is released; a workspace block a
+    graph captured stays until that graph closes."""
 
     def __init__(self, stream: Stream) -> None:
+        self.stream = weakref.ref(stream)
+        self.slots: dict[tuple[Any, ...], _HostSlot] = {}
         self.device_id, self.handle = stream.device.id, stream.handle
         self.block: Block | None = None
         self.ptr = self.size = 0
@@ -161,6 +180,21 @@ class _Workspace:
                 self._retired.append(old)
         if not self.graphs:
             self._release_retired()
+
+    def slot(self, position: int, value: np.ndarray[Any, Any]) -> _HostSlot:
+        """The shared device buffer for host operand ``position`` shaped like ``value`` (made on first use).
+
+        >>> workspace.slot(1, np.zeros(8, np.int32)).buf.shape  # doctest: +SKIP
+        (8,)
+        """
+        key = (position, value.shape, value.dtype)
+        slot = self.slots.get(key)
+        if slot is None:
+            stream = self.stream()
+            assert stream is not None, "a workspace is used only while its stream lives"
+            slot = self.slots[key] = _HostSlot(DeviceArray.empty(value.shape, value.dtype, device=stream.device,
+                                                                 stream=stream))
+        return slot
 
     def enter(self) -> None:
         """A prepared call on the stream was made.
@@ -213,7 +247,11 @@ def _release_blocks(ws: _Workspace) -> None:
     with ws._lock:
         blocks = ws._retired + ([ws.block] if ws.block is not None else [])
         ws._retired, ws.block, ws.ptr, ws.size = [], None, 0, 0
-    call_each(allocator_for(ws.device_id).release, blocks)
+        slots, ws.slots = list(ws.slots.values()), {}
+    try:
+        call_each(lambda slot: slot.buf.close(), slots)
+    finally:
+        call_each(allocator_for(ws.device_id).release, blocks)
 
 
 def workspace_for(stream: Stream) -> _Workspace:
@@ -245,7 +283,10 @@ class Prepared:
         cann = ensure_runtime()
         if stream.closed:
             raise InvalidValueError("closed", "stream", "is closed")
-        self.plan, self.stream, self.key = plan, stream, key
+        # Equal plans are one object, so that a shared index buffer checked for one plan is known checked
+        # for every call with that plan by identity.
+        self.plan = _plans.setdefault(plan, plan)
+        self.stream, self.key = stream, key
         self.dead = False  # set first thing by close(): a dead call never launches again
         self.reuse = key is not None and cann.caps.repeatable_executor
         self.device_id = stream.device.id
@@ -257,8 +298,8 @@ class Prepared:
         self._size = 0
         self.graphs: weakref.WeakSet[Any] = weakref.WeakSet()  # open graphs that captured this call
         self._expiries: list[weakref.finalize[Any, Any]] = []
-        # Host operands land in device buffers of this call (position -> buffer), filled before each launch.
-        self.buffers: dict[int, DeviceArray] = {}
+        # Host operands land in the stream's shared buffers (position -> slot), filled when their values change.
+        self.buffers: dict[int, _HostSlot] = {}
         self._tensors: list[Any] = []
         self._tensor_finalizer = track(ARRAYS, self, _destroy_tensors, self._tensors)
         self._ws = workspace_for(stream)
@@ -276,9 +317,11 @@ class Prepared:
                     arr.block.use_on(stream.handle)
             stream._calls.add(self)
             if key is not None:
-                owned = {id(b) for b in self.buffers.values()}
+                owned = {id(slot.buf) for slot in self.buffers.values()}
                 roots = {id(r): r for r in (_root(a) for a in arrays if a is not None and id(a) not in owned)}
                 self._expiries = [weakref.finalize(r, _expire, key, self) for r in roots.values()]
+                for fin in self._expiries:
+                    fin.atexit = False  # at exit the package's teardown releases the call, in its order
         except BaseException:
             self.close()
             raise
@@ -294,9 +337,8 @@ class Prepared:
     def _device_operand(self, position: int, value: Any) -> DeviceArray | None:
         if value is None or isinstance(value, DeviceArray):
             return value
-        buf = DeviceArray.empty(value.shape, value.dtype, device=self.stream.device, stream=self.stream)
-        self.buffers[position] = buf
-        return buf
+        slot = self.buffers[position] = self._ws.slot(position, value)
+        return slot.buf
 
     def __call__(self, operands: tuple[Any, ...], check_index_values: bool) -> None:
         """Copy host operands in, check index values, and queue phase 1 + phase 2 (or phase 2 alone with a
@@ -311,14 +353,27 @@ class Prepared:
         graph = capturing.get(stream.handle)
         if graph is not None:
             graph._adopt(self, operands, check_index_values)
-        for position, buf in self.buffers.items():
-            value = operands[position]
-            if position == 1:
-                check_indices(self.plan, value)  # host index values cost nothing to check: always checked
-            upload(buf, value if value.flags.c_contiguous else np.ascontiguousarray(value), stream, wait=False)
         if check_index_values and 1 not in self.buffers:
             check_indices(self.plan, operands[1].to_numpy(stream=stream))
-        with use_device(self.device_id, stream.context), self._lock:  # the caller's context comes back after
+        with use_device(self.device_id, stream.context):  # the caller's context comes back after
+            if not self.buffers:
+                self._launch()
+                return
+            with self._ws._lock:  # a shared buffer's copy and the launch that reads it are one unit on the stream
+                for position, slot in self.buffers.items():
+                    value = operands[position]
+                    data = value.tobytes()
+                    if position == 1 and (data != slot.data or slot.plan is not self.plan):
+                        check_indices(self.plan, value)  # host index values are always checked (on the host)
+                        slot.plan = self.plan
+                    if data != slot.data:
+                        slot.data = None  # unknown until the copy is queued
+                        upload(slot.buf, np.ascontiguousarray(value), stream, wait=False)
+                        slot.data = data
+                self._launch()
+
+    def _launch(self) -> None:
+        with self._lock:
             if self.dead:
                 raise InvalidValueError("closed", "self", "this prepared call was released while it was called")
             self._run()
@@ -376,23 +431,21 @@ class Prepared:
             del _cache[self.key]
         for fin in self._expiries:
             fin.detach()
-        with self._lock:
+        with self._lock:  # a launch in progress finishes first
+            graphs = list(self.graphs)
+            executor, self._executor_finalizer, self._executor = self._executor_finalizer, None, None
+        try:
+            call_each(lambda graph: graph.close(), graphs)
+        finally:
             try:
-                call_each(lambda graph: graph.close(), list(self.graphs))
+                if executor is not None:
+                    executor()
             finally:
                 try:
-                    if self._executor_finalizer is not None:
-                        fin, self._executor_finalizer, self._executor = self._executor_finalizer, None, None
-                        fin()
+                    self._tensor_finalizer()
                 finally:
-                    try:
-                        self._tensor_finalizer()
-                    finally:
-                        buffers, self.buffers = list(self.buffers.values()), {}
-                        try:
-                            call_each(lambda buf: buf.close(), buffers)
-                        finally:
-                            self._ws.leave()
+                    self.buffers = {}
+                    self._ws.leave()  # the last call on the stream gives back the shared buffers
 
 
 def prepare(plan: Plan, operands: tuple[Any, ...], stream: Stream, key: tuple[Any, ...]) -> Prepared:

@@ -35,6 +35,10 @@ SPAN_SLACK = 1.1  # the aligned span is moved whole when it is at most this much
 Array = np.ndarray[Any, Any]
 
 
+def _wait(stream: Stream) -> None:
+    stream.synchronize()  # retires the fences recorded on it before (runtime.Stream.synchronize)
+
+
 def _down(addr: int) -> int:
     return addr & ~(ALIGN - 1)
 
@@ -99,7 +103,7 @@ def _download(arr: DeviceArray, stream: Stream, out: Array | None) -> Array:
     if (n == 1 and out is not None and lo == start and is_pinned(out) and out.flags.c_contiguous
             and out.ctypes.data % ALIGN == 0):
         _calls.memcpy_async(out.ctypes.data, out.nbytes, lo, run, D2H, handle)  # straight into the user's pinned
-        stream.synchronize()
+        _wait(stream)
         return out
     pitch = _even(addrs)
     caps = ensure_runtime().caps
@@ -121,26 +125,26 @@ def _download(arr: DeviceArray, stream: Stream, out: Array | None) -> Array:
     try:
         staging = host_array(ptr, taken)
         if plan == "sync":
-            stream.synchronize()  # aclrtMemcpy is not ordered after queued work
+            _wait(stream)  # aclrtMemcpy is not ordered after queued work
             _calls.memcpy(ptr, taken, lo, hi - lo, D2H)
             offsets = addrs - lo
         elif plan == "span":
             _calls.memcpy_async(ptr, taken, start, hi - start, D2H, handle)
-            stream.synchronize()
+            _wait(stream)
             offsets = addrs - start
         elif plan == "2d":
             first = _down(int(addrs[0]))
             w = int(addrs[0]) - first + run
             dpitch = _up(w)
             _calls.memcpy_2d_async(ptr, dpitch, first, int(pitch or 0), w, n, D2H, handle)
-            stream.synchronize()
+            _wait(stream)
             offsets = np.arange(n, dtype=np.int64) * dpitch + (int(addrs[0]) - first)
         else:
             hp = _up(width)
             for i, addr in enumerate(addrs.tolist()):
                 a = _down(addr)
                 _calls.memcpy_async(ptr + i * hp, hp, a, addr - a + run, D2H, handle)
-            stream.synchronize()
+            _wait(stream)
             offsets = np.arange(n, dtype=np.int64) * hp + (addrs & (ALIGN - 1))
         result = _gather(staging, offsets, run, arr)
     except BaseException:
@@ -182,7 +186,7 @@ def _upload(arr: DeviceArray, data: Array, stream: Stream, wait: bool) -> None:
     if n == 1 and aligned and is_pinned(data) and data.ctypes.data % ALIGN == 0:
         _calls.memcpy_async(int(addrs[0]), run, data.ctypes.data, run, H2D, handle)
         if wait:
-            stream.synchronize()
+            _wait(stream)
         else:
             pool.hold_until_run(handle, data)
         return
@@ -190,7 +194,7 @@ def _upload(arr: DeviceArray, data: Array, stream: Stream, wait: bool) -> None:
     use_2d = n > 1 and aligned and caps.memcpy_2d and bool(pitch) and (pitch or 0) % ALIGN == 0 \
         and n <= MAX_2D_HEIGHT
     if not aligned or (n > MAX_ROW_COPIES and not use_2d):
-        stream.synchronize()  # aclrtMemcpy is not ordered after queued work
+        _wait(stream)  # aclrtMemcpy is not ordered after queued work
         flat = data.reshape(n, run // data.dtype.itemsize)
         for addr, row in zip(addrs.tolist(), flat, strict=True):
             _calls.memcpy(addr, run, _calls.buffer_address(row), run, H2D)
@@ -209,7 +213,7 @@ def _upload(arr: DeviceArray, data: Array, stream: Stream, wait: bool) -> None:
             for i, addr in enumerate(addrs.tolist()):
                 _calls.memcpy_async(addr, run, ptr + i * hp, run, H2D, handle)
         if wait:
-            stream.synchronize()
+            _wait(stream)
     except BaseException:
         _give_back(pool, ptr, taken, handle)
         raise

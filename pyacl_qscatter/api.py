@@ -61,8 +61,8 @@ def _device_call(self: Any, indices: Any, updates: Any, quant_scales: Any, quant
         except TypeError:
             want = "the str 'update'" if name == "reduce" else "an int"
             raise InvalidDtypeError(name, name, f"must be {want}, got {type(value).__name__}") from None
-    # Host operands become arrays here, so a bad one is a contract error; the device path keeps them alive
-    # until their asynchronous copies have run (npu._Staging).
+    # Host operands become arrays here, so a bad one is a contract error; the device path stages their bytes
+    # in pinned memory, so they may be reused as soon as the call returns (_prepared, _transfer).
     indices, updates, quant_scales = (_device_operand(v, n) for v, n in (
         (indices, "indices"), (updates, "updates"), (quant_scales, "quant_scales")))
     if quant_zero_points is not None:

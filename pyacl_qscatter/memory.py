@@ -19,7 +19,7 @@ import operator
 import threading
 import weakref
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -42,11 +42,23 @@ from .runtime import (
     use_device,
 )
 
-__all__ = ["DEFAULT_CACHE_LIMIT", "CachingAllocator", "DeviceArray", "allocator_for", "stage_host"]
+__all__ = ["DEFAULT_CACHE_LIMIT", "CachingAllocator", "DeviceArray", "allocator_for", "on_empty_cache"]
 
 H2D, D2H, D2D = 1, 2, 3
 ACL_FORMAT_ND = 2
 DEFAULT_CACHE_LIMIT = 1 << 30  # bytes of free blocks a device's allocator keeps for reuse
+
+
+_empty_cache_hooks: list[Callable[[int], None]] = []
+
+
+def on_empty_cache(hook: Callable[[int], None]) -> None:
+    """Have ``hook(device_id)`` release what a layer above keeps for reuse on that device whenever
+    `CachingAllocator.empty_cache` runs (before the cache is taken).
+
+    >>> on_empty_cache(lambda device_id: None)
+    """
+    _empty_cache_hooks.append(hook)
 
 
 class Block:
@@ -218,6 +230,8 @@ class CachingAllocator:
 
         >>> allocator_for(0).empty_cache()  # doctest: +SKIP
         """
+        for hook in _empty_cache_hooks:
+            hook(self.device_id)
         with self._lock:
             taken = [(key, p) for key, bucket in self._free.items() for p in bucket]
             self._free.clear()
@@ -236,6 +250,19 @@ class CachingAllocator:
                 call_each(_calls.free, [p for _, p in taken])  # the device was synchronised
         finally:
             pinned_pool(self.device_id).drain()
+
+    def abandon(self) -> None:
+        """For `Device.reset` of a stopped device, which runs no more queued work: free every cached block
+        without waiting for the device (a wait would only return the fault again).
+
+        >>> allocator_for(0).abandon()  # doctest: +SKIP
+        """
+        with self._lock:
+            taken = [p for bucket in self._free.values() for p in bucket]
+            self._free.clear()
+            self.cached_bytes = 0
+        with use_device(self.device_id):
+            call_each(_calls.free, taken)
 
 
 _allocators: dict[int, CachingAllocator] = {}
@@ -904,20 +931,6 @@ class DeviceArray:
     def __repr__(self) -> str:
         return (f"DeviceArray(shape={self.shape}, dtype={dtype_name(self.dtype)}, strides={self.strides}, "
                 f"offset={self.offset}, device={self.device.id})")
-
-
-def stage_host(value: Any, stream: Stream) -> DeviceArray:
-    """A new device array holding ``value`` (any array-like, as C-contiguous NumPy), copied on ``stream``
-    through pinned staging without waiting. Close it once the work that reads it is queued on the same
-    stream: its block goes back to that stream's cache, where only later work reuses it.
-
-    >>> d_idx = stage_host(np.array([3, 0], np.int32), stream)  # doctest: +SKIP
-    """
-    host = np.ascontiguousarray(value)
-    arr = DeviceArray.empty(host.shape, host.dtype, stream=stream)
-    with close_on_error(arr):
-        _transfer.upload(arr, host, stream, wait=False)
-    return arr
 
 
 def _device(device: Device | int | None, stream: Stream | None) -> Device:

@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 
 from . import _calls, _loader, _prepared, reference
+from ._host_calls import forget, host_call
 from ._prepared import Prepared
-from ._transfer import download
-from .contract import Plan, check_arguments, check_indices
+from .contract import Plan, Product, check_arguments, check_indices
 from .errors import InvalidValueError, QScatterError
 from .graph import GraphCaptureError, capturing
-from .memory import D2D, DeviceArray, close_on_error, stage_host
-from .runtime import Device, Stream, close_all, ensure_runtime, use_device
+from .memory import D2D, DeviceArray, close_on_error
+from .runtime import Device, Stream, ensure_runtime, use_device
 
 __all__ = ["copy_device", "last_status_failure", "launch", "npu_status", "run_device", "run_host",
            "run_prepared"]
@@ -85,57 +85,53 @@ def launch(plan: Plan, operands: tuple[Any, ...], stream: Stream, check_index_va
         call.close()
 
 
-class _Staging:
-    """Device arrays for the host inputs of one call, each filled through pinned memory on the call's
-    stream without waiting (`memory.stage_host`). Closed once the call is queued: their blocks go back to
-    that stream's cache, which only later work on the same stream reuses, and the pinned buffers go back
-    to their pool when a fence shows their copies ran."""
+_plans: dict[tuple[Any, ...], Plan] = {}  # the contract's verdict per layout: it looks at shapes and dtypes only
+MAX_PLANS = 64
 
-    def __init__(self, device: Device, stream: Stream) -> None:
-        self.device, self.stream = device, stream
-        self.arrays: list[DeviceArray] = []
 
-    def empty(self, shape: tuple[int, ...], dtype: Any) -> DeviceArray:
-        arr = DeviceArray.empty(shape, dtype, device=self.device, stream=self.stream)
-        self.arrays.append(arr)
-        return arr
-
-    def upload(self, value: Any) -> DeviceArray:
-        arr = stage_host(value, self.stream)
-        self.arrays.append(arr)
-        return arr
-
-    def close(self) -> None:
-        close_all(self.arrays)
+def _checked(self_: Array, indices: Array, updates: Array, scales: Array, zero_points: Array | None, axis: int,
+             quant_axis: int, reduce: str, product: Product) -> Plan:
+    """`check_arguments`, remembered per layout (exact ints and str only: True or 1.0 must meet the checks)."""
+    if type(axis) is not int or type(quant_axis) is not int or type(reduce) is not str:
+        return check_arguments(self_, indices, updates, scales, zero_points, axis, quant_axis, reduce, product)
+    key = (self_.shape, self_.dtype, indices.shape, indices.dtype, updates.shape, updates.dtype, scales.shape,
+           scales.dtype, None if zero_points is None else (zero_points.shape, zero_points.dtype), axis, quant_axis,
+           reduce, product)
+    plan = _plans.get(key)
+    if plan is None:
+        plan = check_arguments(self_, indices, updates, scales, zero_points, axis, quant_axis, reduce, product)
+        if len(_plans) >= MAX_PLANS:
+            _plans.clear()
+        _plans[key] = plan
+    return plan
 
 
 def run_host(self_: Array, indices: Array, updates: Array, scales: Array, zero_points: Array | None,
              axis: int, quant_axis: int, reduce: str, device: Device | int | None = None) -> None:
-    """The NumPy in-place call on the device: synchronous, one host wait (for the quantized rows);
-    ``self_`` is written only after success.
+    """The NumPy in-place call on the device: synchronous, one host wait (for the quantized rows), with
+    the buffers of its layout kept for the next call (`_host_calls`); ``self_`` is written only after
+    success.
 
     >>> run_host(cache, idx, upd, sc, None, -2, -1, "update")  # doctest: +SKIP
     """
     dev = Device.current() if device is None else Device(device)
-    plan = check_arguments(self_, indices, updates, scales, zero_points, axis, quant_axis, reduce, dev.product)
+    plan = _checked(self_, indices, updates, scales, zero_points, axis, quant_axis, reduce, dev.product)
     check_indices(plan, indices)
     if plan.empty:
         return
-    stream = dev.stream
-    staging = _Staging(dev, stream)
-    try:
-        compact = staging.empty(plan.updates_shape, np.int8)
-        d_idx = staging.upload(np.zeros(plan.batch, np.int32))  # row b of the compact block: batch b, start 0
-        d_upd, d_sc = staging.upload(updates), staging.upload(scales)
-        d_zp = staging.upload(zero_points) if zero_points is not None else None
-        compact_plan = check_arguments(compact, d_idx, d_upd, d_sc, d_zp, plan.axis, plan.quant_axis, reduce,
-                                       dev.product)
-        with use_device(dev.id):  # the op runs in the package's context; the caller's comes back after
-            launch(compact_plan, (compact, d_idx, d_upd, d_sc, d_zp), stream)
-        quantized = download(compact, stream)
-    finally:
-        staging.close()
-    reference.scatter(self_, indices, quantized, plan)
+    parts = [updates, scales] if zero_points is None else [updates, scales, zero_points]
+    while True:
+        call = host_call(dev, plan, parts, reduce)
+        with call.lock:
+            if call.closed:  # released by another thread between the lookup and the lock: make it again
+                continue
+            try:
+                quantized = call.run(parts)
+            except BaseException:
+                forget(call)  # queued work may still use its buffers: never reused
+                raise
+            reference.scatter(self_, indices, quantized, plan)
+            return
 
 
 def run_prepared(self_: DeviceArray, indices: Any, updates: Any, scales: Any, zero_points: Any, axis: Any,
@@ -212,6 +208,9 @@ def copy_device(src: DeviceArray, stream: Stream | None) -> DeviceArray:
     if not src.is_contiguous:
         raise InvalidValueError("self", "self", "out-of-place calls on the device need a contiguous self")
     s = src.device.stream if stream is None else stream
+    if s.handle in capturing:
+        raise GraphCaptureError("an out-of-place call allocates its result, which a capture cannot repeat: use "
+                                "quant_scatter_ on a device array made before the capture")
     dst = DeviceArray.empty(src.shape, src.dtype, device=src.device, stream=s)
     if not src.nbytes:
         return dst

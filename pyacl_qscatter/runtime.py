@@ -60,6 +60,7 @@ _open_streams: dict[int, int] = {}  # stream handle -> open Stream objects wrapp
 _forked_from: int | None = None  # the parent's pid once this process is a fork of one that used ACL
 _stopped: dict[int, DeviceFaultError] = {}  # device id -> the fault that stopped it, until Device.reset()
 _blocked = False  # True while _forked_from or _stopped is set: the one flag the hot path tests
+_resetting: set[int] = set()  # devices inside Device.reset(): the refusals of their releases stop nothing
 
 
 def is_open_stream(handle: int) -> bool:
@@ -144,7 +145,7 @@ def _note_fault(exc: DeviceFaultError) -> None:
         exc.sticky = True
         exc.args = (exc._format(),)
     device_id = getattr(_tls, "active", None)
-    if device_id is not None:
+    if device_id is not None and device_id not in _resetting:
         with _lock:
             _stopped.setdefault(device_id, exc)
             _blocked = True
@@ -193,9 +194,17 @@ def ensure_runtime() -> _loader.Cann:
                 if exc.code != ACL_ERROR_REPEAT_INITIALIZE:
                     raise
             _init_calls += 1  # a repeated aclInit (100002) still counts in ACL: hicann/runtime acl.cpp aclInitImpl
+            # weakref.finalize registers its own exit hook with its first instance; making sure it exists
+            # now puts it before ours, so that ours runs first (atexit is LIFO) and finalizers left for that
+            # hook find the package's resources already released, instead of releasing them out of order.
+            weakref.finalize(_teardown, _nothing)
             atexit.register(_teardown)
             _initialised = True
         return cann
+
+
+def _nothing() -> None:
+    """The callback of the finalizer that only places weakref's exit hook (see `ensure_runtime`)."""
 
 
 def track(kind: int, obj: object, release: Callable[..., None], *args: Any) -> weakref.finalize[Any, Any]:
@@ -353,6 +362,9 @@ def _device_of(obj: object) -> int | None:
     device = getattr(obj, "device", None)
     if isinstance(device, Device):
         return device.id
+    stream = getattr(obj, "stream", None)
+    if isinstance(stream, Stream):
+        return stream.device.id
     device_id = getattr(obj, "device_id", None)
     return device_id if isinstance(device_id, int) else None
 
@@ -466,29 +478,44 @@ class Device:
         >>> Device(0).reset()  # doctest: +SKIP
         """
         global _blocked
+        with _lock:
+            _resetting.add(self.id)  # first: a finalizer may run (and be refused) at any allocation from here
+            try:
+                _stopped.pop(self.id, None)
+                self._release_all()
+                while self.id in _device_sets:
+                    _device_sets.remove(self.id)
+                    _calls.reset_device(self.id)
+                _contexts.pop(self.id, None)
+            finally:
+                _resetting.discard(self.id)
+                _blocked = bool(_stopped) or _forked_from is not None
+
+    def _release_all(self) -> None:
         from . import _fences, memory, pinned
 
-        with _lock:
-            _stopped.pop(self.id, None)
-            for group in _live:
-                for fin, _release, _args in list(group.values()):
-                    target = fin.peek()
-                    if target is None or _device_of(target[0]) != self.id:
-                        continue
-                    close = getattr(target[0], "close", None)
-                    with contextlib.suppress(CannError):  # a stopped device may refuse: the reset reclaims it
-                        close() if callable(close) else fin()
-            # The device's caches (device blocks, fences, pinned staging) start afresh: what they could not
-            # release above belongs to the device that is being reset.
-            for registry in (memory._allocators, _fences._pools, pinned._pools):
+        for kind, group in enumerate(_live):
+            for fin, _release, _args in list(group.values()):
+                target = fin.peek()
+                if kind == CACHES or target is None or _device_of(target[0]) != self.id:
+                    continue
+                close = getattr(target[0], "close", None)
+                with contextlib.suppress(CannError):  # a stopped device may refuse: the reset reclaims it
+                    close() if callable(close) else fin()
+        # The device's caches (fences, pinned staging, device blocks) give everything back without
+        # waiting (a stopped device runs no more queued work), then start afresh.
+        for registry in (_fences._pools, pinned._pools, memory._allocators):
+            cache = registry.get(self.id)
+            if cache is not None:
+                with contextlib.suppress(CannError):
+                    cache.abandon()
                 registry.pop(self.id, None)
-            self._stream = None
-            while self.id in _device_sets:
-                _device_sets.remove(self.id)
-                _calls.reset_device(self.id)
-            _contexts.pop(self.id, None)
-            _stopped.pop(self.id, None)  # releases refused above stopped it again
-            _blocked = bool(_stopped) or _forked_from is not None
+        for key, (fin, _release, _args) in list(_live[CACHES].items()):
+            target = fin.peek()
+            if target is not None and _device_of(target[0]) == self.id:
+                fin.detach()  # abandoned above: nothing is left for their release at exit
+                _live[CACHES].pop(key, None)
+        self._stream = None
 
     @property
     def soc_name(self) -> str:
@@ -535,8 +562,12 @@ class Device:
 
         >>> Device(0).synchronize()  # doctest: +SKIP
         """
+        from . import _fences
+
+        before = _fences.mark()
         with use_device(self.id):
             _calls.synchronize_device()
+        _fences.waited(self.id, None, before)  # the package's pinned staging behind them is free again
 
     @property
     def stream(self) -> Stream:
@@ -646,11 +677,15 @@ class Stream:
 
         >>> Stream().synchronize()  # doctest: +SKIP
         """
+        from . import _fences
+
+        before = _fences.mark()
         with use_device(self.device.id, self.context):
             if timeout_ms is None:
                 _calls.synchronize_stream(self.handle)
             else:
                 _calls.synchronize_stream_with_timeout(self.handle, int(timeout_ms))
+        _fences.waited(self.device.id, self.handle, before)  # the package's pinned staging behind them is free
 
     def wait(self, event: Event) -> Stream:
         """Make work queued on this stream from now on wait, on the device, for the work before ``event``'s

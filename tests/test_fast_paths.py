@@ -90,6 +90,8 @@ def test_host_indices_are_checked_and_copied_into_a_buffer_of_the_call(dev: Devi
         qs.quant_scatter_(host, idx, upd, sc, zp, backend="cpu")
     assert emu.calls("aclCreateTensor") == 0 and emu.calls("aclrtMalloc") == 0
     assert emu.calls("aclnnInplaceQuantScatter") == 5
+    assert emu.stat("host_syncs") == 0  # the indices went through pinned staging, queued without a wait
+    assert emu.stat("errors_detected") == 0 and emu.stat("pageable_copies") == 0
     bad = idx.copy()
     bad[2] = 40  # past the 32 rows of self: refused on the host before anything is queued
     with pytest.raises(InvalidValueError, match="indices"):
@@ -97,6 +99,35 @@ def test_host_indices_are_checked_and_copied_into_a_buffer_of_the_call(dev: Devi
     assert emu.calls("aclnnInplaceQuantScatter") == 5
     np.testing.assert_array_equal(cache.to_numpy(), host)
     for arr in (cache, d_upd, d_sc, d_zp):
+        arr.close()
+    assert settle(emu) == start
+
+
+def test_a_step_sharing_host_indices_uploads_them_once_and_checks_each_plan(dev: Device, emu: Emu) -> None:
+    start = settle(emu)
+    host = np.zeros((LAYERS, 4, 32, 64), np.int8)
+    short = np.zeros((4, 8, 64), np.int8)  # another plan: the same indices are out of range here
+    cache, d_short = DeviceArray.from_numpy(host), DeviceArray.from_numpy(short)
+    _, upd, sc, zp = step_inputs(7)
+    d_upd, d_sc, d_zp = (DeviceArray.from_numpy(a) for a in (upd, sc, zp))
+    idx = np.array([0, 3, 7, 6], np.int32)
+    for layer in range(LAYERS):
+        qs.quant_scatter_(cache[layer], idx, d_upd, d_sc, d_zp)
+        qs.quant_scatter_(host[layer], idx, upd, sc, zp, backend="cpu")
+    emu.reset()
+    for step in range(1, 6):
+        idx = np.array([step, 8 + step, 16 + step, 24 + step], np.int32)
+        for layer in range(LAYERS):
+            qs.quant_scatter_(cache[layer], idx, d_upd, d_sc, d_zp)
+            qs.quant_scatter_(host[layer], idx, upd, sc, zp, backend="cpu")
+        with pytest.raises(InvalidValueError, match="indices"):  # same values, checked again for this plan
+            qs.quant_scatter_(d_short, idx, d_upd, d_sc, d_zp)
+    assert emu.calls("aclrtMemcpyAsync") == 5  # one upload of the indices per step
+    assert emu.calls("aclnnInplaceQuantScatter") == 5 * LAYERS
+    np.testing.assert_array_equal(cache.to_numpy(), host)
+    np.testing.assert_array_equal(d_short.to_numpy(), short)
+    assert emu.stat("errors_detected") == 0
+    for arr in (cache, d_short, d_upd, d_sc, d_zp):
         arr.close()
     assert settle(emu) == start
 

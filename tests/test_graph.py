@@ -112,6 +112,8 @@ def test_what_a_replay_could_not_repeat_is_refused_inside_the_capture(graph_dev:
                                                       stream=stream, check_indices=False),
             "host array": lambda: qs.quant_scatter_(step.cache[0], host_idx, step.upd[0], step.sc, stream=stream),
             "check_indices": lambda: qs.quant_scatter_(step.cache[0], step.idx, step.upd[0], step.sc, stream=stream),
+            "allocates": lambda: qs.quant_scatter(step.cache[0], step.idx, step.upd[0], step.sc, stream=stream,
+                                                  check_indices=False),
         }
         for why, call in refusals.items():
             with pytest.raises(qs.GraphCaptureError, match=why), qs.Graph(stream) as g:
