@@ -237,7 +237,9 @@ SCENARIOS = {
 
 
 def calls_made(emu: Emu, scenario: Scenario) -> list[str]:
-    """The CANN symbols one fault-free run of ``scenario`` calls (after its setup)."""
+    """The CANN symbols one fault-free run of ``scenario`` calls (after its setup), from the settled state
+    every injected run starts from (what earlier tests left cached would otherwise add evictions)."""
+    settle(emu)
     state = scenario.setup()
     try:
         emu.reset()
