@@ -101,7 +101,8 @@ def _device_outcome(self_: Array, args: tuple[Any, ...], axis: int, stream: Any)
 
 def _reference(self_: Array, args: tuple[Any, ...], axis: int, product: Product) -> Outcome:
     try:
-        return "result", quant_scatter(self_, *args, axis, backend="cpu", product=product, strict=True)
+        idx, upd, sc, zp = args
+        return "result", quant_scatter(self_, idx, upd, sc, zp, axis, backend="cpu", product=product, strict=True)
     except ContractError as exc:
         return "rejected", exc.kind
 
@@ -225,7 +226,7 @@ def _small_call(stream: Any, rng: np.random.Generator) -> tuple[list[Any], Array
     self_ = rng.integers(-128, 128, (2, 4, 32), dtype=np.int8)
     idx, upd = np.array([1, 3], np.int32), _bf16(rng.uniform(-3, 3, (2, 1, 32)))
     sc = _bf16(rng.uniform(0.02, 0.1, 32))
-    want = quant_scatter(self_, idx, upd, sc, backend="cpu", strict=True)
+    want = np.asarray(quant_scatter(self_, idx, upd, sc, backend="cpu", strict=True))
     arrays = [DeviceArray.from_numpy(a, stream=stream) for a in (self_, idx, upd, sc)]
     stream.synchronize()
     t = [a.descriptor() for a in arrays]
@@ -355,21 +356,24 @@ def _timing(stream: Any, is_emulator: bool) -> Entry:
     arrays = [DeviceArray.from_numpy(a, stream=stream) for a in (
         np.zeros((24, 4096, 128), np.int8), np.arange(24, dtype=np.int32), _bf16(rng.uniform(1, 2, (24, 1, 128))),
         _bf16(rng.uniform(0.5, 1, 128)))]
+    d_self, d_idx, d_upd, d_sc = arrays
     start, end = Event(), Event()
     try:
-        quant_scatter_(*arrays, stream=stream, check_indices=False)  # warm up: prepared once
+        quant_scatter_(d_self, d_idx, d_upd, d_sc, stream=stream, check_indices=False)  # warm up: prepared once
         stream.synchronize()
         t0 = time.perf_counter()
         start.record(stream)
         for _ in range(calls):
-            quant_scatter_(*arrays, stream=stream, check_indices=False)
+            quant_scatter_(d_self, d_idx, d_upd, d_sc, stream=stream, check_indices=False)
         end.record(stream)
         host = (time.perf_counter() - t0) / calls
         end.synchronize()
         device_ms = start.elapsed_ms(end) / calls
     finally:
-        for obj in (*arrays, start, end):
-            obj.close()
+        for arr in arrays:
+            arr.close()
+        start.close()
+        end.close()
     note = " (the emulator: these figures say nothing about hardware)" if is_emulator else ""
     return Entry("timing", "time per call at decode size (self [24, 4096, 128] int8, updates [24, 1, 128] bf16)",
                  "no prediction: a figure to collect", f"{device_ms * 1e3:.1f} us per call on the device (events), "
