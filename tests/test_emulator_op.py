@@ -287,7 +287,8 @@ def test_consumed_executor_cannot_run_twice(rt: Rt, emu: Emu) -> None:
         c.free(ws)
 
 
-def test_repeatable_executor_with_address_updates(rt: Rt, emu: Emu) -> None:
+def test_repeatable_executor_with_address_updates(rt: Rt, emu: Emu, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CANN_EMU_REPEATABLE", "1")  # CANN refuses it for this op by default
     c = rt.c
     ffi = c.ffi
     case = load_case(VALID[0])  # no zero points: input index 4 does not exist
@@ -333,7 +334,9 @@ def test_descriptors_must_live_until_phase2(rt: Rt) -> None:
         ws = c.malloc(size)
         assert c.op.aclnnInplaceQuantScatter(ws, size, executor, rt.stream) == INVALID_PARAM
         assert "destroyed before phase 2" in (c.last_error() or "")
-        c.check(c.nnop.aclDestroyAclOpExecutor(executor))
+        # The failed phase 2 consumed the executor (nnopbase deletes it either way).
+        assert c.nnop.aclDestroyAclOpExecutor(executor) == INVALID_PARAM
+        assert "already consumed" in (c.last_error() or "")
         c.free(ws)
 
 
@@ -350,14 +353,16 @@ def test_workspace_rules(rt: Rt, emu: Emu, monkeypatch: pytest.MonkeyPatch) -> N
         host = bytearray(4096)
         small = c.malloc(1000)
         ws = c.malloc(4096)
-        assert c.op.aclnnInplaceQuantScatter(ffi.NULL, size, executor, rt.stream) == NULLPTR
-        assert c.op.aclnnInplaceQuantScatter(ffi.from_buffer(host), size, executor, rt.stream) == RT_PARAM
-        assert "not device memory" in (c.last_error() or "")
-        assert c.op.aclnnInplaceQuantScatter(small, size, executor, rt.stream) == RT_PARAM
-        assert "overruns" in (c.last_error() or "")
-        assert c.op.aclnnInplaceQuantScatter(ws, size - 1, executor, rt.stream) == INVALID_PARAM
-        assert "smaller than" in (c.last_error() or "")
-        c.check(c.op.aclnnInplaceQuantScatter(ws, size, executor, rt.stream))  # failures did not consume it
+        bad = [(ffi.NULL, size, NULLPTR, "workspace is NULL"),
+               (ffi.from_buffer(host), size, RT_PARAM, "not device memory"),
+               (small, size, RT_PARAM, "overruns"), (ws, size - 1, INVALID_PARAM, "smaller than")]
+        for workspace, given, want, words in bad:
+            assert c.op.aclnnInplaceQuantScatter(workspace, given, executor, rt.stream) == want
+            assert words in (c.last_error() or "")
+            # Each failure consumed the executor: a fresh phase 1 for the next attempt.
+            code, size, executor = phase1(c, case, tensors)
+            assert code == 0
+        c.check(c.op.aclnnInplaceQuantScatter(ws, size, executor, rt.stream))
         c.check(c.rt.aclrtSynchronizeStream(rt.stream))
         assert c.d2h(ws, 4096) == b"\xee" * 4096  # the kernel used its workspace
         assert np.array_equal(read_self(c, case, blocks), case.expected)
@@ -534,5 +539,5 @@ def test_v2_only_on_950(rt: Rt, monkeypatch: pytest.MonkeyPatch) -> None:
         ws = c.malloc(size)
         assert c.op.aclnnInplaceQuantScatterV2(ws, size, executor, rt.stream) == INVALID_PARAM  # ...not for V2
         assert "V1 phase 1" in (c.last_error() or "")
-        c.check(c.nnop.aclDestroyAclOpExecutor(executor))
+        assert c.nnop.aclDestroyAclOpExecutor(executor) == INVALID_PARAM  # the failed launch consumed it
         c.free(ws)

@@ -333,7 +333,7 @@ def test_initialisation_rules(emulator_root: Path, tmp_path: Path) -> None:
         assert c.rt.aclrtMalloc(p, 8, 0) == 100001
         assert c.rt.aclrtGetSocName() == ffi.NULL
         v = [ffi.new("int32_t *") for _ in range(3)]
-        assert c.rt.aclrtGetVersion(*v) == 0 and [x[0] for x in v] == [8, 1, 0]
+        assert c.rt.aclrtGetVersion(*v) == 0 and [x[0] for x in v] == [1, 17, 0]  # the ACL API, not the release
         assert c.rt.aclFinalize() == 100001
         assert c.rt.aclInit(b"/nonexistent/acl.json") == 100000
         assert c.rt.aclInit({str(config).encode()!r}) == 0
@@ -342,7 +342,7 @@ def test_initialisation_rules(emulator_root: Path, tmp_path: Path) -> None:
         assert ffi.string(c.rt.aclrtGetSocName()) == b"Ascend910B1"
         assert c.rt.aclFinalize() == 0
         assert c.rt.aclFinalize() == 100037
-        assert c.rt.aclrtSetDevice(0) == 100001
+        assert c.rt.aclrtSetDevice(0) == 100000, "ACL is over until the next aclInit"
         assert c.rt.aclInit(ffi.NULL) == 0, "again after aclFinalize"
         assert c.rt.aclrtSetDevice(0) == 0
         print("ok")
@@ -361,7 +361,8 @@ def test_counters(rt: Rt, emu: Emu) -> None:
     c, ffi = rt.c, rt.c.ffi
     assert emu.stat("no_such_counter") == -1
     assert emu.stat("calls:no_such_symbol") == -1
-    functions = cann_functions()
+    # aclFinalizeReference exists from CANN 8.5; this tree is built as 8.3.RC1.
+    functions = [f for f in cann_functions() if f != "aclFinalizeReference"]
     assert len(functions) >= 40
     assert all(emu.calls(f) >= 0 for f in functions), [f for f in functions if emu.calls(f) < 0]
     emu.reset()
@@ -483,7 +484,7 @@ def test_two_devices(rt: Rt, monkeypatch: pytest.MonkeyPatch) -> None:
     ws = c.malloc(size[0])
     fails_with(c, c.op.aclnnInplaceQuantScatter(ws, size[0], executor[0], rt.stream), RT_PARAM,
                "lives on device 1 but the work runs on device 0")
-    c.check(c.nnop.aclDestroyAclOpExecutor(executor[0]))
+    fails_with(c, c.nnop.aclDestroyAclOpExecutor(executor[0]), 161002, "already consumed")  # the failed launch ate it
     for t in tensors.values():
         c.destroy_tensor(t)
     for b in (*blocks.values(), ws):

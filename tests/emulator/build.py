@@ -2,7 +2,7 @@
 
 Point the package at it exactly as at a real toolkit: ``ASCEND_HOME_PATH=DEST ASCEND_OPP_PATH=DEST/opp``.
 
-    python tests/emulator/build.py DEST [--sanitize] [--no-v2]     # prints DEST/lib64
+    python tests/emulator/build.py DEST [--sanitize] [--no-v2] [--cann-version 8.3.RC1]   # prints DEST/lib64
 
 Only DEST is written. Each library carries its soname and an ``$ORIGIN`` run path and names its
 dependencies by soname (nnopbase -> ascendcl; opapi -> nnopbase, ascendcl), so they find each other the
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -50,16 +51,48 @@ class BuildError(RuntimeError):
         self.output = output
 
 
+DEFAULT_RELEASE = "8.3.RC1"
+# Packages whose version file the tree carries (aclsysGetVersionStr answers for exactly these).
+VERSION_PACKAGES = ("runtime", "toolkit", "opp", "compiler")
+
+
 def _no_v2_from_env() -> bool:
     return os.environ.get("CANN_EMU_NO_V2", "") == "1"
 
 
-def build(dest: Path | str, *, sanitize: bool = False, no_v2: bool | None = None, cc: str | None = None) -> Path:
+def release_at_least(release: str, major: int, minor: int) -> bool:
+    """Whether a CANN release string such as ``8.3.RC1`` or ``8.5.0`` is at least ``major.minor``.
+
+    >>> release_at_least("8.3.RC1", 8, 5), release_at_least("8.5.0", 8, 5), release_at_least("9.0.0", 8, 5)
+    (False, True, True)
+    """
+    match = re.match(r"(\d+)\.(\d+)", release)
+    if not match:
+        return False
+    return (int(match[1]), int(match[2])) >= (major, minor)
+
+
+def write_version_files(root: Path, release: str) -> None:
+    """Write ``root/share/info/<package>/version.info`` as the toolkit lays it out.
+
+    hicann/runtime ``src/acl/aclrt_impl/acl.cpp`` (aclsysGetVersionStr, aclsysGetCANNVersion) reads the
+    line ``Version=<release>`` from ``$ASCEND_HOME_PATH/share/info/<package>/version.info``.
+    """
+    for package in VERSION_PACKAGES:
+        info = root / "share" / "info" / package
+        info.mkdir(parents=True, exist_ok=True)
+        (info / "version.info").write_text(f"Version={release}\n")
+
+
+def build(dest: Path | str, *, sanitize: bool = False, no_v2: bool | None = None, cc: str | None = None,
+          cann_version: str | None = None) -> Path:
     """Compile the three libraries into ``dest/lib64`` (created), make ``dest/opp``, return the lib64 path.
 
     ``no_v2=None`` reads ``CANN_EMU_NO_V2=1`` from the environment; hiding the V2 symbols is a build-time
-    choice because an exported symbol cannot be withdrawn at run time. ``cc`` defaults to ``$CC`` or ``cc``.
-    Raises :class:`BuildError` with the compiler's output when a compilation fails.
+    choice because an exported symbol cannot be withdrawn at run time. ``cann_version`` is the release the
+    tree is built as (default ``$CANN_EMU_VERSION`` or 8.3.RC1): it is written to the version files and
+    decides whether ``aclFinalizeReference`` (8.5 and later) is exported. ``cc`` defaults to ``$CC`` or
+    ``cc``. Raises :class:`BuildError` with the compiler's output when a compilation fails.
     """
     root = Path(dest).resolve()
     lib64 = root / "lib64"
@@ -69,11 +102,18 @@ def build(dest: Path | str, *, sanitize: bool = False, no_v2: bool | None = None
     (opp / "EMULATOR").write_text("Operator kernels of the pyacl_qscatter CANN emulator live in lib64/libopapi.so.\n")
     if no_v2 is None:
         no_v2 = _no_v2_from_env()
+    release = cann_version or os.environ.get("CANN_EMU_VERSION") or DEFAULT_RELEASE
+    if not re.fullmatch(r"[0-9A-Za-z.]+", release):
+        raise BuildError(f"bad CANN release {release!r}", "expected something like 8.3.RC1 or 8.5.0")
+    write_version_files(root, release)
     compiler = shlex.split(cc or os.environ.get("CC") or "cc")
     flags = [*BASE_FLAGS, *(SANITIZE_FLAGS if sanitize else ()), "-O1" if sanitize else "-O2",
              f"-I{INCLUDE}", f"-I{HERE}"]
     if no_v2:
         flags.append("-DEMU_NO_V2")
+    flags.append(f'-DEMU_CANN_RELEASE="{release}"')
+    if not release_at_least(release, 8, 5):
+        flags.append("-DEMU_NO_FINALIZE_REFERENCE")
     for name, (sources, deps) in LIBRARIES.items():  # dependency order: each links against earlier ones
         soname = f"lib{name}.so"
         cmd = [
@@ -99,9 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sanitize", action="store_true", help="build with AddressSanitizer and UBSan")
     parser.add_argument("--no-v2", action="store_true", default=None,
                         help="omit the V2 symbols, like an older CANN (default: CANN_EMU_NO_V2=1)")
+    parser.add_argument("--cann-version", default=None,
+                        help=f"the CANN release to build as (default: CANN_EMU_VERSION or {DEFAULT_RELEASE})")
     args = parser.parse_args(argv)
     try:
-        print(build(args.dest, sanitize=args.sanitize, no_v2=args.no_v2))
+        print(build(args.dest, sanitize=args.sanitize, no_v2=args.no_v2, cann_version=args.cann_version))
     except BuildError as exc:
         print(exc, file=sys.stderr)
         return 1

@@ -6,6 +6,17 @@
 
 #define EMU_MAX_DEVICES 64
 
+/* The error codes the emulator needs beyond include/ (values from hicann/runtime acl_base_rt.h). */
+#define EMU_ACL_ERROR_INVALID_FILE 100003
+#define EMU_ACL_ERROR_RT_DRV_INTERNAL 507899 /* ACL_ERROR_RT_DRV_INTERNAL_ERROR: the driver refuses the call */
+
+/* state.c: the emulated CANN release, CANN_EMU_VERSION (read at each call) or the one the tree was built
+ * as (build.py --cann-version, default 8.3.RC1). */
+EMU_HIDDEN const char *emu_release(void);
+EMU_HIDDEN int emu_release_at_least(int major, int minor);
+EMU_HIDDEN int emu_forked_child(void); /* ACL is initialised, by another process (we are a fork's child) */
+EMU_HIDDEN long emu_init_pid(void);
+
 /* device.c */
 EMU_HIDDEN int emu_device_count(void);          /* CANN_EMU_DEVICE_COUNT, read at each call */
 EMU_HIDDEN int emu_check_device_id(int32_t id); /* 0, or 107001 with a message */

@@ -4,9 +4,20 @@
 #ifndef EMU_SYMBOLS_H
 #define EMU_SYMBOLS_H
 
+/* aclFinalizeReference exists from CANN 8.5: a tree built as an older release does not export it. */
+#ifdef EMU_NO_FINALIZE_REFERENCE
+#define EMU_SYMBOLS_FINALIZE_REFERENCE(X)
+#else
+#define EMU_SYMBOLS_FINALIZE_REFERENCE(X) X(aclFinalizeReference, 500000)
+#endif
+
 #define EMU_SYMBOLS_ASCENDCL(X)                                   \
     X(aclInit, 500000)                                            \
     X(aclFinalize, 500000)                                        \
+    EMU_SYMBOLS_FINALIZE_REFERENCE(X)                             \
+    X(aclsysGetVersionStr, 100003)                                \
+    X(aclrtMemcpy2dAsync, 507000)                                 \
+    X(aclrtPointerGetAttributes, 107000)                          \
     X(aclGetRecentErrMsg, 0)                                      \
     X(aclrtGetVersion, 507000)                                    \
     X(aclrtGetSocName, 507000)                                    \

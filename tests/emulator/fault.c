@@ -1,9 +1,10 @@
 /* libascendcl: call counting and fault injection (CANN_EMU_FAIL and emuInjectFault). */
-#include "emu_internal.h"
+#include "emu_rt.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define EMU_MAX_FAULTS 256
 
@@ -84,6 +85,16 @@ int emuInternalEnter(int symbol)
     emu_current_symbol = symbol;
     if (symbol < 0 || symbol >= EMU_SYM_COUNT) return 0;
     emu_calls[symbol]++;
+    /* ACL does not support use after fork (shared/spec/emulator.md: the child inherits the parent's ACL
+     * state but none of its device handles): any call from a process other than the one that called aclInit
+     * fails. The emulator chooses the driver's 507899 for it. Reading the thread's message stays possible,
+     * so the failure can be explained. */
+    if (symbol != EMU_SYM_aclGetRecentErrMsg && emu_forked_child()) {
+        emuInternalStatAdd(EMU_STAT_ERRORS_DETECTED, 1);
+        emuInternalSetError("ACL was initialised by process %ld but this is process %ld: ACL cannot be used "
+                            "after fork (status %d)", emu_init_pid(), (long)getpid(), EMU_ACL_ERROR_RT_DRV_INTERNAL);
+        return EMU_ACL_ERROR_RT_DRV_INTERNAL;
+    }
     for (int i = 0; i < g_nfaults; i++) {
         if (g_faults[i].symbol != symbol || --g_faults[i].remaining > 0) continue;
         fault f = g_faults[i];

@@ -245,7 +245,9 @@ static aclError malloc_host_locked(void **hostPtr, size_t size)
         g_hosts = n;
         g_caphosts = cap;
     }
-    void *p = malloc(size);
+    /* aclrtMallocHost's documentation promises a 64-byte aligned start. */
+    void *p = NULL;
+    if (posix_memalign(&p, 64, size) != 0) p = NULL;
     if (!p) {
         emuInternalSetError("cannot allocate %zu bytes of host memory (status 207001)", size);
         return ACL_ERROR_RT_MEMORY_ALLOCATION;
@@ -254,6 +256,7 @@ static aclError malloc_host_locked(void **hostPtr, size_t size)
     g_hosts[g_nhosts].size = size;
     g_nhosts++;
     emuInternalStatAdd(EMU_STAT_LIVE_HOST_BLOCKS, 1);
+    emuInternalStatAdd(EMU_STAT_LIVE_HOST_BYTES, (int64_t)size);
     *hostPtr = p;
     return ACL_SUCCESS;
 }
@@ -272,6 +275,7 @@ static aclError free_host_locked(void *hostPtr)
         if (g_hosts[i].addr != p) continue;
         emu_streams_poison(p, p + g_hosts[i].size, 1, "aclrtFreeHost released a host block");
         free(hostPtr);
+        emuInternalStatAdd(EMU_STAT_LIVE_HOST_BYTES, -(int64_t)g_hosts[i].size);
         g_hosts[i] = g_hosts[--g_nhosts];
         emuInternalStatAdd(EMU_STAT_LIVE_HOST_BLOCKS, -1);
         return ACL_SUCCESS;
@@ -308,14 +312,21 @@ aclError aclrtGetMemInfo(aclrtMemAttr attr, size_t *free, size_t *total)
 
 /* ---- copies and fills ---- */
 
+/* A copy is height rows of width bytes, pitch bytes apart on each side; 1-D copies and fills are one row. */
 typedef struct copy_job {
     uintptr_t dst, src;
-    size_t count;
+    size_t width, height, dpitch, spitch;
     int dst_dev, src_dev;   /* which sides are device memory */
     int dst_pin, src_pin;   /* host sides that are aclrtMallocHost blocks (checked again when run) */
     int is_set;
     int value;
 } copy_job;
+
+/* Bytes from the first to the last byte a side touches, 0 when nothing is copied. */
+static size_t side_extent(size_t pitch, size_t width, size_t height)
+{
+    return (width && height) ? (height - 1) * pitch + width : 0;
+}
 
 /* Checks one side of a copy against the kind; on success says whether it is device memory. */
 static int check_side(uintptr_t p, size_t n, int kind_says_device, int *is_dev, const char *what)
@@ -337,28 +348,30 @@ static int check_side(uintptr_t p, size_t n, int kind_says_device, int *is_dev, 
     return 0;
 }
 
-static int plan_copy(copy_job *j, void *dst, size_t destMax, const void *src, size_t count,
-                     aclrtMemcpyKind kind)
+/* Fills j from the arguments (j->width/height/pitches already set) and checks both sides. */
+static int plan_copy(copy_job *j, void *dst, const void *src, aclrtMemcpyKind kind)
 {
     static const int dst_dev_of[] = { 0, 1, 0, 1, -1 }, src_dev_of[] = { 0, 0, 1, 1, -1 };
     if ((unsigned)kind > ACL_MEMCPY_DEFAULT) {
         emuInternalSetError("unknown copy kind %d (status 100000)", (int)kind);
         return ACL_ERROR_INVALID_PARAM;
     }
-    if (count > destMax) {
-        emuInternalSetError("count %zu exceeds destMax %zu (status 100000)", count, destMax);
-        return ACL_ERROR_INVALID_PARAM;
-    }
-    memset(j, 0, sizeof *j);
     j->dst = (uintptr_t)dst;
     j->src = (uintptr_t)src;
-    j->count = count;
-    if (count == 0) return 0;
-    int rc = check_side(j->dst, count, dst_dev_of[kind], &j->dst_dev, "dst");
-    if (!rc) rc = check_side(j->src, count, src_dev_of[kind], &j->src_dev, "src");
+    size_t dn = side_extent(j->dpitch, j->width, j->height), sn = side_extent(j->spitch, j->width, j->height);
+    if (dn == 0) return 0;
+    int rc = check_side(j->dst, dn, dst_dev_of[kind], &j->dst_dev, "dst");
+    if (!rc) rc = check_side(j->src, sn, src_dev_of[kind], &j->src_dev, "src");
     if (rc) return rc;
     j->dst_pin = !j->dst_dev && emu_host_block_known(j->dst);
     j->src_pin = !j->src_dev && emu_host_block_known(j->src);
+    /* Running past the end of a pinned block would corrupt the emulator's own heap: refuse it outright. */
+    if ((j->dst_pin && !emu_host_block_live(j->dst, j->dst + dn)) ||
+        (j->src_pin && !emu_host_block_live(j->src, j->src + sn))) {
+        emuInternalSetError("%s host extent overruns its aclrtMallocHost block (status 107000)",
+                            j->dst_pin && !emu_host_block_live(j->dst, j->dst + dn) ? "dst" : "src");
+        return ACL_ERROR_RT_PARAM_INVALID;
+    }
     return 0;
 }
 
@@ -373,9 +386,10 @@ static unsigned char *side_at_run(uintptr_t p, size_t n, int is_dev, int pinned)
 static int run_copy(void *payload, char *msg, size_t cap)
 {
     copy_job *j = payload;
-    if (j->count == 0) return 0;
-    unsigned char *d = side_at_run(j->dst, j->count, j->dst_dev, j->dst_pin);
-    unsigned char *s = j->is_set ? d : side_at_run(j->src, j->count, j->src_dev, j->src_pin);
+    size_t dn = side_extent(j->dpitch, j->width, j->height), sn = side_extent(j->spitch, j->width, j->height);
+    if (dn == 0) return 0;
+    unsigned char *d = side_at_run(j->dst, dn, j->dst_dev, j->dst_pin);
+    unsigned char *s = j->is_set ? d : side_at_run(j->src, sn, j->src_dev, j->src_pin);
     if (!d || !s) {
         emuInternalStatAdd(EMU_STAT_ERRORS_DETECTED, 1);
         emu_format(msg, cap, "queued %s touched memory that was freed before it ran (use after free)",
@@ -383,46 +397,101 @@ static int run_copy(void *payload, char *msg, size_t cap)
         return ACL_ERROR_RT_AICORE_EXCEPTION;
     }
     if (j->is_set) {
-        memset(d, j->value, j->count);
+        memset(d, j->value, j->width);
         return 0;
     }
-    memmove(d, s, j->count);
-    if (j->dst_dev && j->src_dev) emuInternalStatAdd(EMU_STAT_BYTES_D2D, (int64_t)j->count);
-    else if (j->dst_dev) emuInternalStatAdd(EMU_STAT_BYTES_H2D, (int64_t)j->count);
-    else if (j->src_dev) emuInternalStatAdd(EMU_STAT_BYTES_D2H, (int64_t)j->count);
+    for (size_t r = 0; r < j->height; r++) memmove(d + r * j->dpitch, s + r * j->spitch, j->width);
+    int64_t bytes = (int64_t)(j->width * j->height);
+    if (j->dst_dev && j->src_dev) emuInternalStatAdd(EMU_STAT_BYTES_D2D, bytes);
+    else if (j->dst_dev) emuInternalStatAdd(EMU_STAT_BYTES_H2D, bytes);
+    else if (j->src_dev) emuInternalStatAdd(EMU_STAT_BYTES_D2H, bytes);
     return 0;
 }
 
-static aclError enqueue_job(const copy_job *j, aclrtStream stream)
+/* Host memory of a queued copy or fill. CANN's documentation of aclrtMemcpyAsync / aclrtMemsetAsync before
+ * 8.5 requires host memory from aclrtMallocHost and 64-byte aligned host and device addresses, and calls
+ * anything else unpredictable: the call still succeeds, so here it is counted (errors_detected) and
+ * explained in the thread's message. From 8.5 (hicann/runtime docs/zh/api_ref/11-03_memory_copy_and_set.md)
+ * pageable host memory is allowed and the call returns only when the copy is done. Returns 1 when the job
+ * must run synchronously (an 8.5 pageable copy), else 0. */
+static int host_rules(const copy_job *j)
+{
+    size_t dn = side_extent(j->dpitch, j->width, j->height), sn = side_extent(j->spitch, j->width, j->height);
+    if (dn == 0) return 0;
+    int has_src = !j->is_set;
+    uintptr_t pageable = 0, misaligned = 0;
+    if (!j->dst_dev && !emu_host_block_live(j->dst, j->dst + dn)) pageable = j->dst;
+    if (has_src && !j->src_dev && !emu_host_block_live(j->src, j->src + sn)) pageable = j->src;
+    if (j->dst % 64) misaligned = j->dst;
+    if (has_src && j->src % 64) misaligned = j->src;
+    if (emu_release_at_least(8, 5)) return pageable != 0;
+    if (!pageable && !misaligned) return 0;
+    emuInternalStatAdd(EMU_STAT_ERRORS_DETECTED, 1);
+    if (pageable)
+        emuInternalSetError("host address %#lx is not inside a live aclrtMallocHost block: CANN %s requires "
+                            "pinned host memory for asynchronous copies (the call succeeds, the copy is "
+                            "unpredictable on hardware)", (unsigned long)pageable, emu_release());
+    else
+        emuInternalSetError("address %#lx is not 64-byte aligned: CANN %s requires 64-byte aligned host and "
+                            "device addresses for asynchronous copies and fills (the call succeeds, the "
+                            "result is unpredictable on hardware)", (unsigned long)misaligned, emu_release());
+    return 0;
+}
+
+/* Queues j on stream, or (an 8.5 pageable copy) waits for the stream and runs it now. */
+static aclError submit_async(const copy_job *j, aclrtStream stream)
 {
     void *s;
     int dev, rc = emuInternalStreamResolve(stream, &s, &dev);
     if (rc) return rc;
+    if (host_rules(j)) {
+        emuInternalStatAdd(EMU_STAT_PAGEABLE_COPIES, 1);
+        emuInternalStatAdd(EMU_STAT_HOST_SYNCS, 1);
+        emu_stream_drain(s, 0); /* what is queued runs first; its failure stays for the next synchronisation */
+        char msg[256] = "";
+        copy_job now = *j;
+        if ((rc = run_copy(&now, msg, sizeof msg))) emuInternalSetError("%s (status %d)", msg, rc);
+        return rc;
+    }
     copy_job *copy = malloc(sizeof *copy);
     if (!copy) return ACL_ERROR_RT_MEMORY_ALLOCATION;
     *copy = *j;
     emu_task_desc t = { j->is_set ? "memset" : "memcpy", run_copy, free, copy, 0, { { 0, 0, 0 } } };
-    if (j->count) {
-        if (j->dst_dev || j->dst_pin) t.ranges[t.nranges++] = (emu_range){ j->dst, j->dst + j->count, !j->dst_dev };
+    size_t dn = side_extent(j->dpitch, j->width, j->height), sn = side_extent(j->spitch, j->width, j->height);
+    if (dn) {
+        if (j->dst_dev || j->dst_pin) t.ranges[t.nranges++] = (emu_range){ j->dst, j->dst + dn, !j->dst_dev };
         if (!j->is_set && (j->src_dev || j->src_pin))
-            t.ranges[t.nranges++] = (emu_range){ j->src, j->src + j->count, !j->src_dev };
+            t.ranges[t.nranges++] = (emu_range){ j->src, j->src + sn, !j->src_dev };
     }
     return emuInternalEnqueue(s, &t);
+}
+
+/* A synchronous copy or fill makes the host wait for the device. */
+static aclError run_now(copy_job *j)
+{
+    char msg[256] = "";
+    emuInternalStatAdd(EMU_STAT_HOST_SYNCS, 1);
+    int rc = run_copy(j, msg, sizeof msg);
+    if (rc) emuInternalSetError("%s (status %d)", msg, rc);
+    return rc;
 }
 
 static aclError memcpy_locked(void *dst, size_t destMax, const void *src, size_t count, aclrtMemcpyKind kind,
                               int async, aclrtStream stream)
 {
     int rc = emuInternalRequireInit(), dev;
-    copy_job j;
     if (rc) return rc;
     /* A synchronous copy needs a current context; a queued one gets its device from the stream. */
     if (!async && (rc = emu_require_device(&dev))) return rc;
-    if ((rc = plan_copy(&j, dst, destMax, src, count, kind))) return rc;
-    if (async) return enqueue_job(&j, stream);
+    if (count > destMax) {
+        emuInternalSetError("count %zu exceeds destMax %zu (status 100000)", count, destMax);
+        return ACL_ERROR_INVALID_PARAM;
+    }
+    copy_job j = { .width = count, .height = 1, .dpitch = count, .spitch = count };
+    if ((rc = plan_copy(&j, dst, src, kind))) return rc;
+    if (async) return submit_async(&j, stream);
     /* Runs now, NOT after work queued on any stream: exactly the device's behaviour. */
-    char msg[256];
-    return run_copy(&j, msg, sizeof msg);
+    return run_now(&j);
 }
 
 aclError aclrtMemcpy(void *dst, size_t destMax, const void *src, size_t count, aclrtMemcpyKind kind)
@@ -436,6 +505,54 @@ aclError aclrtMemcpyAsync(void *dst, size_t destMax, const void *src, size_t cou
     EMU_CALL(aclrtMemcpyAsync, memcpy_locked(dst, destMax, src, count, kind, 1, stream));
 }
 
+/* Limits and kinds from hicann/runtime docs/zh/api_ref/11-03_memory_copy_and_set.md (aclrtMemcpy2dAsync). */
+#define EMU_2D_MAX_WIDTH 5000000u
+#define EMU_2D_MAX_HEIGHT (5u * 1024u * 1024u)
+
+static aclError memcpy_2d_locked(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
+                                 size_t height, aclrtMemcpyKind kind, aclrtStream stream)
+{
+    int rc = emuInternalRequireInit();
+    if (rc) return rc;
+    if (kind != ACL_MEMCPY_HOST_TO_DEVICE && kind != ACL_MEMCPY_DEVICE_TO_HOST &&
+        kind != ACL_MEMCPY_DEVICE_TO_DEVICE) {
+        emuInternalSetError("kind %d is not supported: only HOST_TO_DEVICE, DEVICE_TO_HOST or DEVICE_TO_DEVICE "
+                            "(status 100000)", (int)kind);
+        return ACL_ERROR_INVALID_PARAM;
+    }
+    if (kind == ACL_MEMCPY_DEVICE_TO_DEVICE && strncmp(emu_env_str("CANN_EMU_SOC", "Ascend910B1"), "Ascend310P", 10) == 0) {
+        emuInternalSetError("DEVICE_TO_DEVICE 2-D copies are not supported on %s (status 100000)",
+                            emu_env_str("CANN_EMU_SOC", "Ascend910B1"));
+        return ACL_ERROR_INVALID_PARAM;
+    }
+    if (width > dpitch || width > spitch) {
+        emuInternalSetError("width %zu must not exceed dpitch %zu or spitch %zu (status 100000)", width, dpitch,
+                            spitch);
+        return ACL_ERROR_INVALID_PARAM;
+    }
+    if (width > EMU_2D_MAX_WIDTH || height > EMU_2D_MAX_HEIGHT) {
+        emuInternalSetError("%s %zu exceeds its maximum %u (status 100000)", width > EMU_2D_MAX_WIDTH ? "width"
+                            : "height", width > EMU_2D_MAX_WIDTH ? width : height,
+                            width > EMU_2D_MAX_WIDTH ? EMU_2D_MAX_WIDTH : EMU_2D_MAX_HEIGHT);
+        return ACL_ERROR_INVALID_PARAM;
+    }
+    size_t span;
+    if (height && (__builtin_mul_overflow(height - 1, dpitch > spitch ? dpitch : spitch, &span) ||
+                   __builtin_add_overflow(span, width, &span))) {
+        emuInternalSetError("the extent of %zu rows overflows (status 100000)", height);
+        return ACL_ERROR_INVALID_PARAM;
+    }
+    copy_job j = { .width = width, .height = height, .dpitch = dpitch, .spitch = spitch };
+    if ((rc = plan_copy(&j, dst, src, kind))) return rc;
+    return submit_async(&j, stream);
+}
+
+aclError aclrtMemcpy2dAsync(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width, size_t height,
+                            aclrtMemcpyKind kind, aclrtStream stream)
+{
+    EMU_CALL(aclrtMemcpy2dAsync, memcpy_2d_locked(dst, dpitch, src, spitch, width, height, kind, stream));
+}
+
 static aclError memset_locked(void *devPtr, size_t maxCount, int32_t value, size_t count, int async,
                               aclrtStream stream)
 {
@@ -446,11 +563,11 @@ static aclError memset_locked(void *devPtr, size_t maxCount, int32_t value, size
         emuInternalSetError("count %zu exceeds maxCount %zu (status 100000)", count, maxCount);
         return ACL_ERROR_INVALID_PARAM;
     }
-    copy_job j = { (uintptr_t)devPtr, 0, count, 1, 0, 0, 0, 1, (unsigned char)value };
+    copy_job j = { .dst = (uintptr_t)devPtr, .width = count, .height = 1, .dpitch = count, .spitch = count,
+                   .dst_dev = 1, .is_set = 1, .value = (unsigned char)value };
     if (count && (rc = emuInternalDevCheck(j.dst, count, -1, "devPtr"))) return rc;
-    if (async) return enqueue_job(&j, stream);
-    char msg[256];
-    return run_copy(&j, msg, sizeof msg);
+    if (async) return submit_async(&j, stream);
+    return run_now(&j);
 }
 
 aclError aclrtMemset(void *devPtr, size_t maxCount, int32_t value, size_t count)
@@ -461,4 +578,36 @@ aclError aclrtMemset(void *devPtr, size_t maxCount, int32_t value, size_t count)
 aclError aclrtMemsetAsync(void *devPtr, size_t maxCount, int32_t value, size_t count, aclrtStream stream)
 {
     EMU_CALL(aclrtMemsetAsync, memset_locked(devPtr, maxCount, value, count, 1, stream));
+}
+
+/* ---- pointer attributes ---- */
+
+/* hicann/runtime docs/zh/api_ref/11-05_unified_addressing.md (aclrtPointerGetAttributes): where memory
+ * lives and its page size. Device blocks report DEVICE and their device id, aclrtMallocHost blocks HOST,
+ * anything else (pageable host memory, freed blocks) UNREGISTERED. */
+static aclError pointer_attributes_locked(const void *ptr, aclrtPtrAttributes *attributes)
+{
+    int rc = emuInternalRequireInit();
+    if (rc) return rc;
+    if (!ptr || !attributes) {
+        emuInternalSetError("%s is NULL (status 100000)", !ptr ? "ptr" : "attributes");
+        return ACL_ERROR_INVALID_PARAM;
+    }
+    memset(attributes, 0, sizeof *attributes);
+    attributes->pageSize = (uint32_t)sysconf(_SC_PAGESIZE);
+    dev_block *b = find_block((uintptr_t)ptr);
+    if (b && b->live && (uintptr_t)ptr - b->addr < b->size) {
+        attributes->location.type = ACL_MEM_LOCATION_TYPE_DEVICE;
+        attributes->location.id = (uint32_t)b->device;
+    } else if (find_host((uintptr_t)ptr)) {
+        attributes->location.type = ACL_MEM_LOCATION_TYPE_HOST;
+    } else {
+        attributes->location.type = ACL_MEM_LOCATION_TYPE_UNREGISTERED;
+    }
+    return ACL_SUCCESS;
+}
+
+aclError aclrtPointerGetAttributes(const void *ptr, aclrtPtrAttributes *attributes)
+{
+    EMU_CALL(aclrtPointerGetAttributes, pointer_attributes_locked(ptr, attributes));
 }

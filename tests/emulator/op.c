@@ -202,70 +202,86 @@ static aclnnStatus phase1(int v2, aclTensor *self, const aclTensor *indices, con
     return ACLNN_SUCCESS;
 }
 
-static int check_launch_executor(aclOpExecutor *e, int v2)
+static int check_launch_executor(aclOpExecutor *e)
 {
     if (!e) return invalid(ACLNN_ERR_PARAM_NULLPTR, "executor is NULL");
-    if (emuInternalHandleDead(EMU_H_EXECUTOR, e))
-        return invalid(ACLNN_ERR_PARAM_INVALID, "the executor was already consumed: an executor runs once "
-                       "unless aclSetAclOpExecutorRepeatable was called after phase 1 (or it was destroyed)");
+    if (emuInternalHandleDead(EMU_H_EXECUTOR, e)) {
+        /* Already deleted by nnopbase: on hardware this launch reads freed memory. */
+        emuInternalStatAdd(EMU_STAT_ERRORS_DETECTED, 1);
+        return invalid(ACLNN_ERR_PARAM_INVALID, "the executor was already consumed (use after free): phase 2 "
+                       "deletes a non-repeatable executor whether it succeeds or fails, and "
+                       "aclDestroyAclOpExecutor deletes any");
+    }
     if (!emuInternalHandleLive(EMU_H_EXECUTOR, e))
         return invalid(ACLNN_ERR_PARAM_INVALID, "not an executor from a phase-1 call");
+    return 0;
+}
+
+/* Everything phase 2 does with a live executor; *null_workspace says the NULL-workspace error happened. */
+static int launch(int v2, void *workspace, uint64_t workspace_size, aclOpExecutor *e, aclrtStream stream,
+                  int *null_workspace)
+{
+    char m[512];
+    void *s;
+    int dev, rc;
     if (e->v2 != v2)
         return invalid(ACLNN_ERR_PARAM_INVALID, v2 ? "the executor came from the V1 phase 1"
                                                    : "the executor came from the V2 phase 1");
-    return 0;
+    if ((rc = emuInternalStreamResolve(stream, &s, &dev))) return rc;
+    if (e->empty) return 0;
+    if (workspace_size < e->workspace_size) {
+        emu_format(m, sizeof m, "workspaceSize %llu is smaller than the %llu bytes phase 1 asked for",
+                   (unsigned long long)workspace_size, (unsigned long long)e->workspace_size);
+        return invalid(ACLNN_ERR_PARAM_INVALID, m);
+    }
+    if (e->workspace_size && !workspace) {
+        *null_workspace = 1;
+        return invalid(ACLNN_ERR_PARAM_NULLPTR, "workspace is NULL");
+    }
+    if (e->workspace_size && (rc = emuInternalDevCheck((uintptr_t)workspace, e->workspace_size, dev, "workspace")))
+        return rc;
+    qs_job job = { .has_zp = e->has_zp, .axis = e->axis, .workspace = (uintptr_t)workspace,
+                   .workspace_size = e->workspace_size };
+    emu_task_desc t = { "QuantScatter kernel", emu_qs_kernel, free, NULL, 0, { { 0, 0, 0 } } };
+    for (int i = 0; i < EMU_OP_TENSORS; i++) {
+        if (!e->src[i]) continue;
+        if (!emuInternalHandleLive(EMU_H_TENSOR, e->src[i]) || e->src[i]->serial != e->src_serial[i]) {
+            emu_format(m, sizeof m, "the %s descriptor was destroyed before phase 2: keep descriptors "
+                       "alive until phase 2 returns", NAMES[i]);
+            return invalid(ACLNN_ERR_PARAM_INVALID, m);
+        }
+        uintptr_t lo, hi;
+        if (emu_view_bytes(&e->t[i], &lo, &hi) == 1) {
+            if (!e->t[i].data) {
+                emu_format(m, sizeof m, "%s has no device address (set one with aclSetInputTensorAddr)", NAMES[i]);
+                return invalid(ACLNN_ERR_PARAM_NULLPTR, m);
+            }
+            if ((rc = emuInternalDevCheck(lo, hi - lo, dev, NAMES[i]))) return rc;
+            t.ranges[t.nranges++] = (emu_range){ lo, hi, 0 };
+        }
+        job.t[i] = e->t[i];
+    }
+    if (e->workspace_size)
+        t.ranges[t.nranges++] = (emu_range){ (uintptr_t)workspace, (uintptr_t)workspace + e->workspace_size, 0 };
+    if (!(t.payload = malloc(sizeof job))) return invalid(ACLNN_ERR_INNER, "out of host memory");
+    memcpy(t.payload, &job, sizeof job);
+    return emuInternalEnqueue(s, &t);
 }
 
 static aclnnStatus phase2(int v2, void *workspace, uint64_t workspace_size, aclOpExecutor *e, aclrtStream stream)
 {
-    char m[512];
-    void *s;
-    int dev, rc = emuInternalRequireInit();
-    if (rc || (rc = check_launch_executor(e, v2))) return rc;
-    if ((rc = emuInternalStreamResolve(stream, &s, &dev))) return rc;
-    if (!e->empty) {
-        if (workspace_size < e->workspace_size) {
-            emu_format(m, sizeof m, "workspaceSize %llu is smaller than the %llu bytes phase 1 asked for",
-                       (unsigned long long)workspace_size, (unsigned long long)e->workspace_size);
-            return invalid(ACLNN_ERR_PARAM_INVALID, m);
-        }
-        if (e->workspace_size && !workspace) return invalid(ACLNN_ERR_PARAM_NULLPTR, "workspace is NULL");
-        if (e->workspace_size && (rc = emuInternalDevCheck((uintptr_t)workspace, e->workspace_size, dev, "workspace")))
-            return rc;
-        qs_job job = { .has_zp = e->has_zp, .axis = e->axis, .workspace = (uintptr_t)workspace,
-                       .workspace_size = e->workspace_size };
-        emu_task_desc t = { "QuantScatter kernel", emu_qs_kernel, free, NULL, 0, { { 0, 0, 0 } } };
-        for (int i = 0; i < EMU_OP_TENSORS; i++) {
-            if (!e->src[i]) continue;
-            if (!emuInternalHandleLive(EMU_H_TENSOR, e->src[i]) || e->src[i]->serial != e->src_serial[i]) {
-                emu_format(m, sizeof m, "the %s descriptor was destroyed before phase 2: keep descriptors "
-                           "alive until phase 2 returns", NAMES[i]);
-                return invalid(ACLNN_ERR_PARAM_INVALID, m);
-            }
-            uintptr_t lo, hi;
-            if (emu_view_bytes(&e->t[i], &lo, &hi) == 1) {
-                if (!e->t[i].data) {
-                    emu_format(m, sizeof m, "%s has no device address (set one with aclSetInputTensorAddr)", NAMES[i]);
-                    return invalid(ACLNN_ERR_PARAM_NULLPTR, m);
-                }
-                if ((rc = emuInternalDevCheck(lo, hi - lo, dev, NAMES[i]))) return rc;
-                t.ranges[t.nranges++] = (emu_range){ lo, hi, 0 };
-            }
-            job.t[i] = e->t[i];
-        }
-        if (e->workspace_size)
-            t.ranges[t.nranges++] = (emu_range){ (uintptr_t)workspace, (uintptr_t)workspace + e->workspace_size, 0 };
-        if (!(t.payload = malloc(sizeof job))) return invalid(ACLNN_ERR_INNER, "out of host memory");
-        memcpy(t.payload, &job, sizeof job);
-        if ((rc = emuInternalEnqueue(s, &t))) return rc;
-    }
-    if (!e->repeatable) {
-        /* CANN frees a single-use executor itself once it is launched. */
+    int rc = emuInternalRequireInit(), null_workspace = 0;
+    if (rc || (rc = check_launch_executor(e))) return rc;
+    rc = launch(v2, workspace, workspace_size, e, stream, &null_workspace);
+    /* nnopbase's CommonOpExecutorRun (hicann/opbase): after the run a repeatable executor keeps its cache and
+     * any other is deleted, whether the launch succeeded or failed; its NULL-workspace error path deletes the
+     * executor even when it is repeatable. */
+    if (!e->repeatable || null_workspace) {
         emuInternalHandleRemove(EMU_H_EXECUTOR, e);
         free(e);
         emuInternalStatAdd(EMU_STAT_LIVE_EXECUTORS, -1);
     }
-    return ACLNN_SUCCESS;
+    return rc;
 }
 
 aclnnStatus aclnnInplaceQuantScatterGetWorkspaceSize(aclTensor *selfRef, const aclTensor *indices,

@@ -1,6 +1,6 @@
 /* libascendcl: the process-wide lock, initialisation, per-thread error messages, counters, the handle
  * registry and the emu* introspection symbols. */
-#include "emu_internal.h"
+#include "emu_rt.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -116,57 +116,101 @@ const char *aclGetRecentErrMsg(void)
 
 /* ---- initialisation ---- */
 
-static int g_initialized;
+/* hicann/runtime src/acl/aclrt_impl/acl.cpp: aclInit counts its callers (a repeated call increments the
+ * count and returns ACL_ERROR_REPEAT_INITIALIZE); aclFinalize finalizes whatever the count and sets it to
+ * zero (ACL ends for every user in the process); aclFinalizeReference (8.5 and later) decrements and
+ * finalizes when it reaches zero. The process id is recorded at aclInit: ACL does not survive a fork. */
+static uint64_t g_init_count;
 static int g_finalized;
+static pid_t g_init_pid;
 
 int emuInternalRequireInit(void)
 {
-    if (g_initialized) return 0;
-    emuInternalSetError("aclInit has not been called%s (status 100001)",
-                        g_finalized ? " since aclFinalize" : "");
+    if (g_init_count) return 0;
+    if (g_finalized) {
+        emuInternalSetError("ACL was finalized (aclFinalize, or aclFinalizeReference reaching zero): "
+                            "call aclInit again before using it (status 100000)");
+        return ACL_ERROR_INVALID_PARAM;
+    }
+    emuInternalSetError("aclInit has not been called (status 100001)");
     return ACL_ERROR_UNINITIALIZE;
 }
 
+EMU_HIDDEN int emu_forked_child(void) { return g_init_count && g_init_pid != getpid(); }
+EMU_HIDDEN long emu_init_pid(void) { return (long)g_init_pid; }
+
 static aclError init_locked(const char *configPath)
 {
-    if (g_initialized) {
-        emuInternalSetError("aclInit was already called in this process (status 100002)");
+    if (g_init_count) {
+        g_init_count++;
+        emuInternalSetError("aclInit was already called in this process (%llu callers now; status 100002)",
+                            (unsigned long long)g_init_count);
         return ACL_ERROR_REPEAT_INITIALIZE;
     }
     if (configPath && *configPath && access(configPath, R_OK) != 0) {
         emuInternalSetError("cannot read the config file '%s' (status 100000)", configPath);
         return ACL_ERROR_INVALID_PARAM;
     }
-    g_initialized = 1;
+    g_init_count = 1;
     g_finalized = 0;
+    g_init_pid = getpid();
     return ACL_SUCCESS;
 }
 
 aclError aclInit(const char *configPath) { EMU_CALL(aclInit, init_locked(configPath)); }
 
+/* Objects stay registered: live counters keep showing what the caller never released. */
+static void finalize_now(void)
+{
+    g_init_count = 0;
+    g_finalized = 1;
+}
+
 static aclError finalize_locked(void)
 {
-    if (!g_initialized) {
-        emuInternalSetError(g_finalized ? "aclFinalize was already called (status 100037)"
-                                        : "aclInit has not been called (status 100001)");
-        return g_finalized ? ACL_ERROR_REPEAT_FINALIZE : ACL_ERROR_UNINITIALIZE;
+    if (g_finalized) {
+        emuInternalSetError("aclFinalize was already called (status 100037)");
+        return ACL_ERROR_REPEAT_FINALIZE;
     }
-    /* Objects stay registered: live counters keep showing what the caller never released. */
-    g_initialized = 0;
-    g_finalized = 1;
+    if (!g_init_count) {
+        emuInternalSetError("aclInit has not been called (status 100001)");
+        return ACL_ERROR_UNINITIALIZE;
+    }
+    finalize_now();
     return ACL_SUCCESS;
 }
 
 aclError aclFinalize(void) { EMU_CALL(aclFinalize, finalize_locked()); }
 
+#ifndef EMU_NO_FINALIZE_REFERENCE
+static aclError finalize_reference_locked(uint64_t *refCount)
+{
+    if (g_init_count < 1) {
+        if (refCount) *refCount = 0;
+        emuInternalSetError("aclFinalizeReference called repeatedly or without aclInit (status 100037)");
+        return ACL_ERROR_REPEAT_FINALIZE;
+    }
+    if (--g_init_count == 0) finalize_now();
+    if (refCount) *refCount = g_init_count;
+    return ACL_SUCCESS;
+}
+
+aclError aclFinalizeReference(uint64_t *refCount)
+{
+    EMU_CALL(aclFinalizeReference, finalize_reference_locked(refCount));
+}
+#endif
+
+/* aclrtGetVersion reports the version of the ACL API, not the CANN release: ACL_MAJOR_VERSION,
+ * ACL_MINOR_VERSION and ACL_PATCH_VERSION of hicann/runtime's include/external/acl/acl_rt.h (1.17.0). */
 static aclError version_locked(int32_t *major, int32_t *minor, int32_t *patch)
 {
     if (!major || !minor || !patch) {
         emuInternalSetError("NULL output pointer (status 100000)");
         return ACL_ERROR_INVALID_PARAM;
     }
-    *major = 8;
-    *minor = 1;
+    *major = 1;
+    *minor = 17;
     *patch = 0;
     return ACL_SUCCESS;
 }
@@ -174,6 +218,48 @@ static aclError version_locked(int32_t *major, int32_t *minor, int32_t *patch)
 aclError aclrtGetVersion(int32_t *majorVersion, int32_t *minorVersion, int32_t *patchVersion)
 {
     EMU_CALL(aclrtGetVersion, version_locked(majorVersion, minorVersion, patchVersion));
+}
+
+/* ---- the emulated release ---- */
+
+#ifndef EMU_CANN_RELEASE
+#define EMU_CANN_RELEASE "8.3.RC1"
+#endif
+
+const char *emu_release(void) { return emu_env_str("CANN_EMU_VERSION", EMU_CANN_RELEASE); }
+
+int emu_release_at_least(int major, int minor)
+{
+    int ma = 0, mi = 0;
+    if (sscanf(emu_release(), "%d.%d", &ma, &mi) != 2) return 0; /* unreadable: the oldest rules */
+    return ma > major || (ma == major && mi >= minor);
+}
+
+/* hicann/runtime src/acl/aclrt_impl/acl.cpp (aclsysGetVersionStr) reads "Version=" from
+ * $ASCEND_HOME_PATH/share/info/<pkgName>/version.info (also trying '-' and '_' swapped) and fails with
+ * ACL_ERROR_INVALID_FILE when there is none. build.py writes those files for the packages below; every
+ * one reports the emulated release. */
+static const char *const g_packages[] = { "runtime", "toolkit", "opp", "compiler" };
+
+static aclError version_str_locked(char *pkgName, char *versionStr)
+{
+    if (!pkgName || !versionStr) {
+        emuInternalSetError("%s is NULL (status 100000)", !pkgName ? "pkgName" : "versionStr");
+        return ACL_ERROR_INVALID_PARAM;
+    }
+    for (size_t i = 0; i < sizeof g_packages / sizeof g_packages[0]; i++)
+        if (strcmp(pkgName, g_packages[i]) == 0) {
+            snprintf(versionStr, ACL_PKG_VERSION_MAX_SIZE, "%s", emu_release());
+            return ACL_SUCCESS;
+        }
+    emuInternalSetError("version file not found for package '%.64s': no share/info/%.64s/version.info in the "
+                        "toolkit (status 100003)", pkgName, pkgName);
+    return EMU_ACL_ERROR_INVALID_FILE;
+}
+
+aclError aclsysGetVersionStr(char *pkgName, char *versionStr)
+{
+    EMU_CALL(aclsysGetVersionStr, version_str_locked(pkgName, versionStr));
 }
 
 static char g_soc[128];

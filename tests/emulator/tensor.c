@@ -91,6 +91,9 @@ static aclTensor *create_locked(const int64_t *viewDims, uint64_t viewDimsNum, a
                 return NULL;
         }
     }
+    /* CANN's aclCreateTensor documentation requires tensorData to be 32-byte aligned and calls anything else
+     * undefined; nnopbase does not check, so the tensor is created and the misuse counted. */
+    if (v.data % 32 != 0) emuInternalStatAdd(EMU_STAT_ERRORS_DETECTED, 1);
     aclTensor *t = calloc(1, sizeof *t);
     if (!t || emuInternalHandleAdd(EMU_H_TENSOR, t) != 0) {
         free(t);
@@ -135,7 +138,9 @@ static aclnnStatus destroy_tensor_locked(const aclTensor *tensor)
 
 aclnnStatus aclDestroyTensor(const aclTensor *tensor) { EMU_CALL(aclDestroyTensor, destroy_tensor_locked(tensor)); }
 
-/* 0 for a live executor; else the status for a NULL, consumed or foreign one (message set). */
+/* 0 for a live executor; else the status for a NULL, consumed or foreign one (message set). A consumed
+ * executor is memory nnopbase already deleted (CommonOpExecutorRun deletes every non-repeatable executor
+ * after phase 2, success or failure): touching it is a use-after-free on hardware, so it is counted. */
 static int check_executor(const aclOpExecutor *e, int null_code)
 {
     if (!e) {
@@ -143,10 +148,12 @@ static int check_executor(const aclOpExecutor *e, int null_code)
         return null_code;
     }
     if (emuInternalHandleLive(EMU_H_EXECUTOR, e)) return 0;
-    if (emuInternalHandleDead(EMU_H_EXECUTOR, e))
-        emuInternalSetError("executor %p was already consumed by its phase 2 or destroyed (a single-use "
-                            "executor is freed by the op itself) (status 161002)", (const void *)e);
-    else
+    if (emuInternalHandleDead(EMU_H_EXECUTOR, e)) {
+        emuInternalStatAdd(EMU_STAT_ERRORS_DETECTED, 1);
+        emuInternalSetError("executor %p was already consumed by its phase 2 or destroyed: phase 2 deletes a "
+                            "non-repeatable executor whether it succeeds or fails, so using it again is a "
+                            "use after free (status 161002)", (const void *)e);
+    } else
         emuInternalSetError("%p is not an executor from a phase-1 call (status 161002)", (const void *)e);
     return ACLNN_ERR_PARAM_INVALID;
 }
@@ -155,6 +162,15 @@ static aclnnStatus repeatable_locked(aclOpExecutor *e)
 {
     int rc = check_executor(e, ACLNN_ERR_PARAM_NULLPTR);
     if (rc) return rc;
+    /* ops-nn's op_api/aclnn_quant_scatter.cpp writes selfRef back through an in-place ViewCopy, which
+     * CANN's executor-reuse rules exclude (shared/spec/emulator.md, "Strict like the real toolkit"), so
+     * the call is refused. CANN_EMU_REPEATABLE=1 (read at each call) accepts it, so that a package path
+     * that uses it stays testable. */
+    if (emu_env_u64("CANN_EMU_REPEATABLE", 0) != 1) {
+        emuInternalSetError("QuantScatter cannot be made repeatable: it writes selfRef in place through a "
+                            "ViewCopy, which executor reuse does not support (status 561000)");
+        return ACLNN_ERR_INNER;
+    }
     e->repeatable = 1;
     return ACLNN_SUCCESS;
 }
