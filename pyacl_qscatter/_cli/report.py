@@ -61,7 +61,7 @@ def describe(outcome: Outcome, region: tuple[Any, ...] = (Ellipsis,)) -> str:
     """An outcome as one line: the first values written in ``region`` and a digest of the whole result.
 
     >>> describe(("result", np.array([[0, 127, -128]], np.int8)))
-    'result [0, 127, -128] (sha256 e4e5ad4ba6c5)'
+    'result [0, 127, -128] (sha256 6a5eedc19b26)'
     >>> describe(("rejected", "alignment"))
     'rejected: alignment'
     """
