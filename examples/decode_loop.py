@@ -43,14 +43,14 @@ def run(stream: Stream, use_graph: bool, prompt_lens: np.ndarray, new_rows: list
     d_scales = DeviceArray.from_numpy(scales, stream=stream)
 
     def step_calls(indices: object, check: bool) -> None:
-        for cache, row in zip(caches, rows):
+        for cache, row in zip(caches, rows, strict=True):
             qs.quant_scatter_(cache, indices, row, d_scales, stream=stream, check_indices=check)
 
     graph = None
     times = []
     for step, host_rows in enumerate(new_rows):
         start = time.perf_counter()
-        for buffer, host in zip(rows, host_rows):
+        for buffer, host in zip(rows, host_rows, strict=True):
             buffer.copy_from(host, stream=stream)  # queued; the host does not wait
         slot = (prompt_lens + step).astype(np.int32)
         if not use_graph:
@@ -96,7 +96,7 @@ def main() -> int:
             print(f"graph replay: not available here ({exc})")
         for name, use_graph in ways:
             got, times = run(stream, use_graph, prompt_lens, new_rows, scales)
-            same = all(np.array_equal(g, w) for g, w in zip(got, want))
+            same = all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
             ok_all &= same
             steady = times[2:] if len(times) > 2 else times
             print(f"{name:13}: median {statistics.median(steady) * 1e6:8.1f} us of host time per step; caches "
