@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -219,3 +220,37 @@ def test_sanitized_build_runs_a_workload_cleanly(emulator_variant: Callable[...,
     assert proc.stdout.strip() == "ok"
     for marker in ("AddressSanitizer", "UndefinedBehaviorSanitizer", "runtime error:", "LeakSanitizer"):
         assert marker not in proc.stderr, proc.stderr[-4000:]
+
+
+def test_as_shipped_tree_needs_its_set_env(tmp_path: Path) -> None:
+    root = tmp_path / "shipped"
+    proc = subprocess.run([sys.executable, str(EMULATOR / "build.py"), str(root), "--as-shipped"],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    lib64 = root / "lib64"
+    assert sorted(p.name for p in lib64.iterdir()) == sorted((*LIBS, "libruntime.so"))
+    for lib in (*LIBS, "libruntime.so"):
+        section = dynamic_section(lib64 / lib)
+        assert "RPATH" not in section and "RUNPATH" not in section, lib
+        assert f"Library soname: [{lib}]" in section
+    assert "Shared library: [libruntime.so]" in dynamic_section(lib64 / "libascendcl.so")
+    load = f"import ctypes; ctypes.CDLL({str(lib64 / 'libascendcl.so')!r}); print('loaded')"
+    bare = {k: v for k, v in os.environ.items() if k not in ("LD_LIBRARY_PATH", "ASCEND_HOME_PATH", "ASCEND_OPP_PATH")}
+    proc = subprocess.run([sys.executable, "-c", load], capture_output=True, text=True, check=False, env=bare)
+    assert proc.returncode != 0 and "libruntime.so" in proc.stderr  # found only through LD_LIBRARY_PATH
+    # Sourcing set_env.sh is all it takes, as with the toolkit.
+    work = textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {str(TESTS)!r})
+        from emulator.emu import CannLibs
+        c = CannLibs(os.environ["ASCEND_HOME_PATH"] + "/lib64")
+        c.init(); c.set_device(0)
+        p = c.malloc(64)
+        c.h2d(p, bytes(range(64)))
+        assert c.d2h(p, 64) == bytes(range(64))
+        assert os.environ["ASCEND_OPP_PATH"] == os.environ["ASCEND_HOME_PATH"] + "/opp"
+        print("works")
+    """)
+    script = f". {shlex.quote(str(root / 'set_env.sh'))} && exec {shlex.quote(sys.executable)} -c {shlex.quote(work)}"
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=False, env=bare)
+    assert proc.stdout.strip() == "works", proc.stderr

@@ -363,3 +363,104 @@ def test_acl_is_refused_in_a_forked_child(emulator_root: Path) -> None:
         assert c.rt.aclrtFree(p[0]) == 0
         print("ok")
     """))
+
+
+# -- 5. device faults: reported once by default, sticky in stop-on-failure mode --
+
+AICORE = 507015
+
+
+def queue_use_after_free(c: CannLibs, stream: Any) -> None:
+    """Queue a fill of a block, then free the block: the fill faults when the stream runs."""
+    block = c.malloc(64)
+    c.check(c.rt.aclrtMemsetAsync(block, 64, 1, 64, stream))
+    c.free(block)
+
+
+def restart_device(c: CannLibs) -> None:
+    c.check(c.rt.aclrtResetDevice(0), "aclrtResetDevice")
+    c.set_device(0)
+
+
+def test_kernel_fault_is_reported_once_by_default(rt: Rt, emu: Emu) -> None:
+    c = rt.c
+    emu.reset()
+    queue_use_after_free(c, rt.stream)
+    fails_with(c, c.rt.aclrtSynchronizeStream(rt.stream), AICORE, "use after free")
+    c.check(c.rt.aclrtSynchronizeStream(rt.stream))  # cleared
+    c.free(c.malloc(64))  # the device carries on
+    emu.inject("aclrtSynchronizeStream", 1, 507035)  # an injected vector-core fault: once as well
+    fails_with(c, c.rt.aclrtSynchronizeStream(rt.stream), 507035)
+    c.check(c.rt.aclrtSynchronizeStream(rt.stream))
+    assert emu.stat("device_aborts") == 0
+
+
+def test_stop_on_failure_from_the_environment_is_sticky(rt: Rt, emu: Emu, monkeypatch: pytest.MonkeyPatch) -> None:
+    c, ffi = rt.c, rt.c.ffi
+    monkeypatch.setenv("CANN_EMU_STOP_ON_FAILURE", "1")
+    emu.reset()
+    queue_use_after_free(c, rt.stream)
+    kept, spare = c.malloc(64), c.malloc(64)
+    c.h2d(kept, bytes(64))
+    c.check(c.rt.aclrtMemsetAsync(kept, 64, 9, 64, rt.stream))  # queued after the fault: never runs
+    fails_with(c, c.rt.aclrtSynchronizeStream(rt.stream), AICORE, "use after free")
+    assert emu.stat("device_aborts") == 1
+    p = ffi.new("void **")
+    for call in (lambda: c.rt.aclrtSynchronizeStream(rt.stream), lambda: c.rt.aclrtMalloc(p, 64, 0),
+                 lambda: c.rt.aclrtMemset(kept, 64, 0, 64), lambda: c.rt.aclrtSynchronizeDevice()):
+        fails_with(c, call(), AICORE, "stopped", "aclrtResetDevice")
+    c.free(spare)  # releasing still works while stopped, so the caller can clean up
+    restart_device(c)
+    assert c.d2h(kept, 64) == bytes(64)  # the fill queued after the fault was dropped
+    c.free(kept)
+    c.check(c.rt.aclrtSynchronizeStream(rt.stream))
+
+
+def test_stop_on_failure_mode_of_one_stream(rt: Rt, emu: Emu) -> None:
+    c = rt.c
+    other = c.create_stream()
+    fails_with(c, c.rt.aclrtSetStreamFailureMode(rt.stream, 2), 100000, "mode 2")
+    c.check(c.rt.aclrtSetStreamFailureMode(other, 1))  # ACL_STOP_ON_FAILURE
+    emu.reset()
+    queue_use_after_free(c, rt.stream)  # a stream in the default mode: reported once
+    fails_with(c, c.rt.aclrtSynchronizeStream(rt.stream), AICORE)
+    c.free(c.malloc(64))
+    queue_use_after_free(c, other)  # the stop-on-failure stream: the device stops
+    fails_with(c, c.rt.aclrtSynchronizeStream(other), AICORE)
+    assert emu.stat("device_aborts") == 1
+    fails_with(c, c.rt.aclrtSynchronizeStream(rt.stream), AICORE, "stopped")
+    c.check(c.rt.aclrtDestroyStream(other))
+    restart_device(c)
+    c.check(c.rt.aclrtSynchronizeStream(rt.stream))
+
+
+def test_injected_device_fault_is_sticky(rt: Rt, emu: Emu) -> None:
+    c, ffi = rt.c, rt.c.ffi
+    emu.reset()
+    emu.inject("aclrtSynchronizeStream", 1, 507054)
+    fails_with(c, c.rt.aclrtSynchronizeStream(rt.stream), 507054, "emulated fault")
+    p = ffi.new("void **")
+    fails_with(c, c.rt.aclrtMalloc(p, 64, 0), 507054, "stopped")
+    fails_with(c, c.rt.aclrtSetDevice(0), 507054, "stopped")
+    assert emu.stat("device_aborts") == 1
+    restart_device(c)
+    c.free(c.malloc(64))
+
+
+# -- 7. a deliberate divergence for testing hardware reports --
+
+def test_nan_value_divergence(rt: Rt, monkeypatch: pytest.MonkeyPatch) -> None:
+    c = rt.c
+    case = load_case(VALID[0])  # BF16 updates [1, 1, 32], 1-D indices: row 0, at indices[0] along axis 1
+    assert case.arrays["updates"].shape == (1, 1, 32) and case.arrays["indices"].ndim == 1
+    case.arrays["updates"] = case.arrays["updates"].copy()
+    case.arrays["updates"][..., :16] = 0x7FC0  # BF16 quiet NaN
+    at = int(case.arrays["indices"][0])
+    contract = c.run_case(case, rt.stream)
+    assert contract.sync == 0, contract.message
+    assert (contract.self_out[0, at, :16] == 0).all()  # the contract: NaN -> 0
+    monkeypatch.setenv("CANN_EMU_NAN_VALUE", "7")
+    diverged = c.run_case(case, rt.stream)
+    assert (diverged.self_out[0, at, :16] == 7).all()
+    diverged.self_out[0, at, :16] = 0
+    assert (diverged.self_out == contract.self_out).all()  # nothing else differs

@@ -2,11 +2,14 @@
 
 Point the package at it exactly as at a real toolkit: ``ASCEND_HOME_PATH=DEST ASCEND_OPP_PATH=DEST/opp``.
 
-    python tests/emulator/build.py DEST [--sanitize] [--no-v2] [--cann-version 8.3.RC1]   # prints DEST/lib64
+    python tests/emulator/build.py DEST [--sanitize] [--no-v2] [--cann-version 8.3.RC1] [--as-shipped]
+    # prints DEST/lib64
 
-Only DEST is written. Each library carries its soname and an ``$ORIGIN`` run path and names its
-dependencies by soname (nnopbase -> ascendcl; opapi -> nnopbase, ascendcl), so they find each other the
-way a real toolkit's libraries do.
+Only DEST is written. Each library carries its soname and names its dependencies by soname (nnopbase ->
+ascendcl; opapi -> nnopbase, ascendcl). By default each also carries an ``$ORIGIN`` run path, so they
+find each other wherever the tree is. ``--as-shipped`` builds the tree the way CANN ships it: no run
+paths, ``libascendcl.so`` needs a private ``libruntime.so`` that only ``LD_LIBRARY_PATH`` finds, and
+``DEST/set_env.sh`` sets the environment like the toolkit's own script.
 """
 
 from __future__ import annotations
@@ -19,16 +22,24 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["LIBRARIES", "BuildError", "build", "main"]
+__all__ = ["LIBRARIES", "SHIPPED_LIBRARIES", "BuildError", "build", "main", "release_at_least", "write_set_env",
+           "write_version_files"]
 
 HERE = Path(__file__).resolve().parent
 INCLUDE = HERE.parent.parent / "include"
 
 # library -> (its sources, the emulator libraries it links against by soname)
 LIBRARIES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "ascendcl": (("state.c", "fault.c", "device.c", "memory.c", "stream.c", "common.c"), ()),
+    "ascendcl": (("state.c", "fault.c", "device.c", "memory.c", "stream.c", "runtime.c", "common.c"), ()),
     "nnopbase": (("tensor.c", "common.c"), ("ascendcl",)),
     "opapi": (("op.c", "kernel.c", "common.c"), ("nnopbase", "ascendcl")),
+}
+# --as-shipped: runtime.c moves into a private libruntime.so that libascendcl.so needs.
+SHIPPED_LIBRARIES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "runtime": (("runtime.c", "common.c"), ()),
+    "ascendcl": (("state.c", "fault.c", "device.c", "memory.c", "stream.c", "common.c"), ("runtime",)),
+    "nnopbase": LIBRARIES["nnopbase"],
+    "opapi": LIBRARIES["opapi"],
 }
 
 BASE_FLAGS = (
@@ -84,15 +95,37 @@ def write_version_files(root: Path, release: str) -> None:
         (info / "version.info").write_text(f"Version={release}\n")
 
 
+def write_set_env(root: Path) -> Path:
+    """Write ``root/set_env.sh``, which a shell sources to use the tree, like the toolkit's own script.
+
+    CANN's ``set_env.sh`` (``<toolkit>/set_env.sh``, sourced as the installation guide says) exports
+    ``ASCEND_TOOLKIT_HOME``, ``ASCEND_HOME_PATH``, ``ASCEND_OPP_PATH`` and prepends ``lib64`` to
+    ``LD_LIBRARY_PATH``, which is how the libraries find their dependencies at run time.
+    """
+    home = shlex.quote(str(root))
+    script = root / "set_env.sh"
+    script.write_text(
+        "# Environment for the pyacl_qscatter CANN emulator, built by tests/emulator/build.py --as-shipped.\n"
+        "# Source it (. set_env.sh) the way the toolkit's own set_env.sh is sourced.\n"
+        f"export ASCEND_TOOLKIT_HOME={home}\n"
+        'export ASCEND_HOME_PATH="${ASCEND_TOOLKIT_HOME}"\n'
+        'export ASCEND_OPP_PATH="${ASCEND_TOOLKIT_HOME}/opp"\n'
+        'export LD_LIBRARY_PATH="${ASCEND_TOOLKIT_HOME}/lib64${LD_LIBRARY_PATH:+:${LD_LIBRARY_PATH}}"\n'
+    )
+    return script
+
+
 def build(dest: Path | str, *, sanitize: bool = False, no_v2: bool | None = None, cc: str | None = None,
-          cann_version: str | None = None) -> Path:
+          cann_version: str | None = None, as_shipped: bool = False) -> Path:
     """Compile the three libraries into ``dest/lib64`` (created), make ``dest/opp``, return the lib64 path.
 
     ``no_v2=None`` reads ``CANN_EMU_NO_V2=1`` from the environment; hiding the V2 symbols is a build-time
     choice because an exported symbol cannot be withdrawn at run time. ``cann_version`` is the release the
     tree is built as (default ``$CANN_EMU_VERSION`` or 8.3.RC1): it is written to the version files and
-    decides whether ``aclFinalizeReference`` (8.5 and later) is exported. ``cc`` defaults to ``$CC`` or
-    ``cc``. Raises :class:`BuildError` with the compiler's output when a compilation fails.
+    decides whether ``aclFinalizeReference`` (8.5 and later) is exported. ``as_shipped`` builds without run
+    paths, with a private ``libruntime.so``, and writes ``dest/set_env.sh`` (see :func:`write_set_env`).
+    ``cc`` defaults to ``$CC`` or ``cc``. Raises :class:`BuildError` with the compiler's output when a
+    compilation fails.
     """
     root = Path(dest).resolve()
     lib64 = root / "lib64"
@@ -114,11 +147,14 @@ def build(dest: Path | str, *, sanitize: bool = False, no_v2: bool | None = None
     flags.append(f'-DEMU_CANN_RELEASE="{release}"')
     if not release_at_least(release, 8, 5):
         flags.append("-DEMU_NO_FINALIZE_REFERENCE")
-    for name, (sources, deps) in LIBRARIES.items():  # dependency order: each links against earlier ones
+    libraries = SHIPPED_LIBRARIES if as_shipped else LIBRARIES
+    # -rpath-link lets the link step follow dependencies of dependencies without recording anything.
+    paths = [f"-Wl,-rpath-link,{lib64}"] if as_shipped else ["-Wl,-rpath,$ORIGIN"]
+    for name, (sources, deps) in libraries.items():  # dependency order: each links against earlier ones
         soname = f"lib{name}.so"
         cmd = [
             *compiler, *flags, *(str(HERE / s) for s in sources),
-            f"-Wl,-soname,{soname}", "-Wl,-rpath,$ORIGIN", f"-L{lib64}",
+            f"-Wl,-soname,{soname}", *paths, f"-L{lib64}",
             # Record every dependency even where the toolchain defaults to --as-needed (Debian, Ubuntu).
             "-Wl,--no-as-needed", *(f"-l{d}" for d in deps), "-Wl,--as-needed", "-lm",
             "-o", str(lib64 / soname),
@@ -130,6 +166,8 @@ def build(dest: Path | str, *, sanitize: bool = False, no_v2: bool | None = None
         if proc.returncode != 0:
             raise BuildError(f"building {soname} failed (exit {proc.returncode})",
                              shlex.join(cmd) + "\n" + proc.stdout + proc.stderr)
+    if as_shipped:
+        write_set_env(root)
     return lib64
 
 
@@ -141,9 +179,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="omit the V2 symbols, like an older CANN (default: CANN_EMU_NO_V2=1)")
     parser.add_argument("--cann-version", default=None,
                         help=f"the CANN release to build as (default: CANN_EMU_VERSION or {DEFAULT_RELEASE})")
+    parser.add_argument("--as-shipped", action="store_true",
+                        help="no run paths, a private libruntime.so found only through LD_LIBRARY_PATH, "
+                             "and DEST/set_env.sh (like the toolkit)")
     args = parser.parse_args(argv)
     try:
-        print(build(args.dest, sanitize=args.sanitize, no_v2=args.no_v2, cann_version=args.cann_version))
+        print(build(args.dest, sanitize=args.sanitize, no_v2=args.no_v2, cann_version=args.cann_version,
+                    as_shipped=args.as_shipped))
     except BuildError as exc:
         print(exc, file=sys.stderr)
         return 1

@@ -72,7 +72,7 @@ static emu_context *new_context(int device, int is_default)
 static aclError set_device_locked(int32_t id)
 {
     int rc = emuInternalRequireInit();
-    if (rc || (rc = emu_check_device_id(id))) return rc;
+    if (rc || (rc = emu_check_device_id(id)) || (rc = emu_device_check_abort(id))) return rc;
     if (!g_default_ctx[id] && !(g_default_ctx[id] = new_context(id, 1))) {
         emuInternalSetError("cannot create the default context (status 507000)");
         return ACL_ERROR_RT_INTERNAL_ERROR;
@@ -95,6 +95,8 @@ static aclError reset_device_locked(int32_t id)
         emu_stream_drain(g_default_ctx[id]->default_stream, 0);
         emu_stream_take_error(g_default_ctx[id]->default_stream);
     }
+    /* A stopped device is usable again after aclrtResetDevice (what it still held was dropped above). */
+    emu_device_abort_clear(id);
     return ACL_SUCCESS;
 }
 

@@ -163,4 +163,11 @@ EMU_HIDDEN void emu_format(char *buf, size_t cap, const char *fmt, ...) EMU_PRIN
         return emu_rc_;                              \
     } while (0)
 
+/* The emulated CANN release: CANN_EMU_VERSION (read at each call) or the one the tree was built as
+ * (build.py --cann-version, default 8.3.RC1). runtime.c; a private libruntime.so in an --as-shipped tree. */
+#pragma GCC visibility push(default)
+const char *emuInternalRelease(void);
+int emuInternalReleaseAtLeast(int major, int minor);
+#pragma GCC visibility pop
+
 #endif

@@ -10,10 +10,7 @@
 #define EMU_ACL_ERROR_INVALID_FILE 100003
 #define EMU_ACL_ERROR_RT_DRV_INTERNAL 507899 /* ACL_ERROR_RT_DRV_INTERNAL_ERROR: the driver refuses the call */
 
-/* state.c: the emulated CANN release, CANN_EMU_VERSION (read at each call) or the one the tree was built
- * as (build.py --cann-version, default 8.3.RC1). */
-EMU_HIDDEN const char *emu_release(void);
-EMU_HIDDEN int emu_release_at_least(int major, int minor);
+/* state.c */
 EMU_HIDDEN int emu_forked_child(void); /* ACL is initialised, by another process (we are a fork's child) */
 EMU_HIDDEN long emu_init_pid(void);
 
@@ -29,6 +26,14 @@ EMU_HIDDEN int emu_context_device(void *ctx);
 EMU_HIDDEN int emu_is_device_address(uintptr_t p); /* inside a device block, live or freed */
 EMU_HIDDEN int emu_host_block_live(uintptr_t lo, uintptr_t hi); /* range inside a live aclrtMallocHost block */
 EMU_HIDDEN int emu_host_block_known(uintptr_t p);            /* start inside a live aclrtMallocHost block */
+
+/* fault.c: stopped devices (sticky faults). */
+EMU_HIDDEN int emu_device_abort_code(int device);  /* the fault that stopped the device, or 0 */
+EMU_HIDDEN int emu_device_check_abort(int device); /* the same, with the thread's message set */
+EMU_HIDDEN void emu_device_abort_clear(int device);
+/* A queued task on stream failed with code: stops the device when the failure mode says so. */
+EMU_HIDDEN void emu_stream_fault(const void *stream, int device, int code);
+EMU_HIDDEN void emu_stream_mode_forget(const void *stream); /* the stream is gone */
 
 /* stream.c */
 EMU_HIDDEN void *emu_stream_create(void *ctx, int user);

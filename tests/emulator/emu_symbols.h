@@ -18,6 +18,7 @@
     X(aclsysGetVersionStr, 100003)                                \
     X(aclrtMemcpy2dAsync, 507000)                                 \
     X(aclrtPointerGetAttributes, 107000)                          \
+    X(aclrtSetStreamFailureMode, 507000)                          \
     X(aclGetRecentErrMsg, 0)                                      \
     X(aclrtGetVersion, 507000)                                    \
     X(aclrtGetSocName, 507000)                                    \

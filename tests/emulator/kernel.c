@@ -80,11 +80,22 @@ static int64_t load_index(const unsigned char *p, int32_t dtype)
     return l;
 }
 
-static int8_t quantize(float x, float scale, float zp, int has_zp)
+/* What a NaN quantizes to: 0 as the contract says, or CANN_EMU_NAN_VALUE (read at each launch run,
+ * clamped to int8), a deliberate divergence so that a test can show a hardware report disagreeing. */
+static int8_t nan_value(void)
+{
+    const char *s = emu_env_str("CANN_EMU_NAN_VALUE", "0");
+    char *end = NULL;
+    long v = strtol(s, &end, 0);
+    if (!end || *end) return 0;
+    return (int8_t)(v < -128 ? -128 : v > 127 ? 127 : v);
+}
+
+static int8_t quantize(float x, float scale, float zp, int has_zp, int8_t nan_q)
 {
     float y = x / scale;
     if (has_zp) y = y + zp;
-    if (isnan(y)) return 0;
+    if (isnan(y)) return nan_q;
     float q = rintf(y);
     if (q >= 127.0f) return 127;
     if (q <= -128.0f) return -128;
@@ -200,6 +211,7 @@ int emu_qs_kernel(void *payload, char *msg, size_t cap)
     free(sorted);
 
     /* Walk every updates row (all dims but the last) with an odometer over dims 1..rank-2. */
+    int8_t nan_q = nan_value();
     int64_t m[EMU_MAX_DIMS];
     for (int64_t b = 0; b < B; b++) {
         memset(m, 0, sizeof m);
@@ -212,7 +224,7 @@ int emu_qs_kernel(void *payload, char *msg, size_t cap)
             }
             for (int64_t c = 0; c < C; c++) {
                 float x = load_float(at(&r[QS_UPDATES], u_el + c * U->strides[rank - 1]), U->dtype);
-                *(int8_t *)at(&r[QS_SELF], s_el + c * S->strides[rank - 1]) = quantize(x, scale[c], zp[c], j->has_zp);
+                *(int8_t *)at(&r[QS_SELF], s_el + c * S->strides[rank - 1]) = quantize(x, scale[c], zp[c], j->has_zp, nan_q);
             }
             int k = rank - 2;
             while (k >= 1 && ++m[k] == U->dims[k]) m[k--] = 0;

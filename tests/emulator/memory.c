@@ -424,17 +424,17 @@ static int host_rules(const copy_job *j)
     if (has_src && !j->src_dev && !emu_host_block_live(j->src, j->src + sn)) pageable = j->src;
     if (j->dst % 64) misaligned = j->dst;
     if (has_src && j->src % 64) misaligned = j->src;
-    if (emu_release_at_least(8, 5)) return pageable != 0;
+    if (emuInternalReleaseAtLeast(8, 5)) return pageable != 0;
     if (!pageable && !misaligned) return 0;
     emuInternalStatAdd(EMU_STAT_ERRORS_DETECTED, 1);
     if (pageable)
         emuInternalSetError("host address %#lx is not inside a live aclrtMallocHost block: CANN %s requires "
                             "pinned host memory for asynchronous copies (the call succeeds, the copy is "
-                            "unpredictable on hardware)", (unsigned long)pageable, emu_release());
+                            "unpredictable on hardware)", (unsigned long)pageable, emuInternalRelease());
     else
         emuInternalSetError("address %#lx is not 64-byte aligned: CANN %s requires 64-byte aligned host and "
                             "device addresses for asynchronous copies and fills (the call succeeds, the "
-                            "result is unpredictable on hardware)", (unsigned long)misaligned, emu_release());
+                            "result is unpredictable on hardware)", (unsigned long)misaligned, emuInternalRelease());
     return 0;
 }
 

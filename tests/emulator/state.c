@@ -222,19 +222,6 @@ aclError aclrtGetVersion(int32_t *majorVersion, int32_t *minorVersion, int32_t *
 
 /* ---- the emulated release ---- */
 
-#ifndef EMU_CANN_RELEASE
-#define EMU_CANN_RELEASE "8.3.RC1"
-#endif
-
-const char *emu_release(void) { return emu_env_str("CANN_EMU_VERSION", EMU_CANN_RELEASE); }
-
-int emu_release_at_least(int major, int minor)
-{
-    int ma = 0, mi = 0;
-    if (sscanf(emu_release(), "%d.%d", &ma, &mi) != 2) return 0; /* unreadable: the oldest rules */
-    return ma > major || (ma == major && mi >= minor);
-}
-
 /* hicann/runtime src/acl/aclrt_impl/acl.cpp (aclsysGetVersionStr) reads "Version=" from
  * $ASCEND_HOME_PATH/share/info/<pkgName>/version.info (also trying '-' and '_' swapped) and fails with
  * ACL_ERROR_INVALID_FILE when there is none. build.py writes those files for the packages below; every
@@ -249,7 +236,7 @@ static aclError version_str_locked(char *pkgName, char *versionStr)
     }
     for (size_t i = 0; i < sizeof g_packages / sizeof g_packages[0]; i++)
         if (strcmp(pkgName, g_packages[i]) == 0) {
-            snprintf(versionStr, ACL_PKG_VERSION_MAX_SIZE, "%s", emu_release());
+            snprintf(versionStr, ACL_PKG_VERSION_MAX_SIZE, "%s", emuInternalRelease());
             return ACL_SUCCESS;
         }
     emuInternalSetError("version file not found for package '%.64s': no share/info/%.64s/version.info in the "

@@ -67,6 +67,7 @@ static void record_error(emu_stream *s, int rc, const char *task_name, const cha
     if (s->err) return; /* the first failure is the one worth reporting */
     s->err = rc;
     snprintf(s->errmsg, sizeof s->errmsg, "queued %.64s failed: %.900s", task_name, detail);
+    emu_stream_fault(s, s->device, rc); /* emu (fault.c): stop-on-failure may stop the device */
 }
 
 int emu_stream_drain(void *stream, uint64_t upto)
@@ -78,6 +79,8 @@ int emu_stream_drain(void *stream, uint64_t upto)
         if (!s->head) s->tail = NULL;
         if (t->poisoned) {
             record_error(s, ACL_ERROR_RT_AICORE_EXCEPTION, t->d.name, t->why);
+        } else if (emu_device_abort_code(s->device)) {
+            /* emu (fault.c): a stopped device runs nothing more; the task is dropped */
         } else {
             char msg[EMU_MSG_CAP] = "";
             int rc = t->d.run(t->d.payload, msg, sizeof msg);
@@ -103,6 +106,7 @@ int emu_stream_take_error(void *stream)
 void emu_stream_release(void *stream)
 {
     emu_stream *s = stream;
+    emu_stream_mode_forget(s); /* emu (fault.c) */
     for (task *t = s->head, *n; t; t = n) {
         n = t->next;
         if (t->d.drop) t->d.drop(t->d.payload);
@@ -224,7 +228,9 @@ static aclError sync_stream_locked(aclrtStream stream, int32_t timeout)
         return ACL_ERROR_INVALID_PARAM;
     }
     void *s;
-    if ((rc = emuInternalStreamResolve(stream, &s, NULL))) return rc;
+    int dev;
+    if ((rc = emuInternalStreamResolve(stream, &s, &dev))) return rc;
+    if ((rc = emu_device_check_abort(dev))) return rc; /* emu (fault.c): the stream's device stopped */
     emuInternalStatAdd(EMU_STAT_SYNCS, 1);
     emu_stream_drain(s, 0); /* work runs instantly here, so no timeout can expire */
     return emu_stream_take_error(s);
