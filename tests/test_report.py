@@ -52,6 +52,15 @@ def test_text_reads_on_its_own(emulator_root: Path) -> None:
     assert text.count("    predicted: ") == text.count("    observed:  ") == len(QUESTIONS)
 
 
+def test_a_nan_difference_is_exactly_one_disagreement(emulator_root: Path) -> None:
+    proc = report(emulator_root, "--json", CANN_EMU_NAN_VALUE="127")
+    assert proc.returncode == 1, proc.stderr
+    data = json.loads(proc.stdout)
+    assert [q["id"] for q in data["questions"] if q["agrees"] is False] == ["nan_inf"]
+    nan = data["questions"][0]
+    assert nan["predicted"].startswith("result [0, 127, -128, 0,") and nan["observed"].startswith("result [127,")
+
+
 def test_without_a_device_it_says_so() -> None:
     env = dict(os.environ, PYACL_QSCATTER_CANN_HOME="/nonexistent", ASCEND_HOME_PATH="/nonexistent")
     proc = subprocess.run([sys.executable, "-m", "pyacl_qscatter", "selftest", "--report"], capture_output=True,
