@@ -512,12 +512,13 @@ def test_a_thread_without_a_device_is_refused(rt: Rt) -> None:
     def worker() -> None:
         seen.append((c.rt.aclrtMalloc(ffi.new("void **"), 8, 0), c.last_error()))
         seen.append((c.rt.aclrtSynchronizeStream(ffi.NULL), c.last_error()))
-        seen.append((c.rt.aclrtMemsetAsync(ffi.NULL, 0, 0, 0, rt.stream), c.last_error()))  # explicit stream: fine
+        # an explicit stream needs a current context too (hicann/runtime api_impl.cc MemsetAsync)
+        seen.append((c.rt.aclrtMemsetAsync(ffi.NULL, 0, 0, 0, rt.stream), c.last_error()))
 
     t = threading.Thread(target=worker)
     t.start()
     t.join()
-    assert [code for code, _ in seen] == [CONTEXT_NULL, CONTEXT_NULL, 0]
+    assert [code for code, _ in seen] == [CONTEXT_NULL, CONTEXT_NULL, CONTEXT_NULL]
     assert "aclrtSetDevice" in (seen[0][1] or "")
 
 

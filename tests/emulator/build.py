@@ -2,7 +2,8 @@
 
 Point the package at it exactly as at a real toolkit: ``ASCEND_HOME_PATH=DEST ASCEND_OPP_PATH=DEST/opp``.
 
-    python tests/emulator/build.py DEST [--sanitize] [--no-v2] [--cann-version 8.3.RC1] [--as-shipped]
+    python tests/emulator/build.py DEST [--sanitize] [--no-v2] [--no-graph] [--cann-version 8.3.RC1]
+                                        [--as-shipped]
     # prints DEST/lib64
 
 Only DEST is written. Each library carries its soname and names its dependencies by soname (nnopbase ->
@@ -30,14 +31,15 @@ INCLUDE = HERE.parent.parent / "include"
 
 # library -> (its sources, the emulator libraries it links against by soname)
 LIBRARIES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "ascendcl": (("state.c", "fault.c", "device.c", "memory.c", "stream.c", "runtime.c", "common.c"), ()),
+    "ascendcl": (("state.c", "fault.c", "device.c", "memory.c", "stream.c", "graph.c", "runtime.c", "common.c"),
+                 ()),
     "nnopbase": (("tensor.c", "common.c"), ("ascendcl",)),
     "opapi": (("op.c", "kernel.c", "common.c"), ("nnopbase", "ascendcl")),
 }
 # --as-shipped: runtime.c moves into a private libruntime.so that libascendcl.so needs.
 SHIPPED_LIBRARIES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "runtime": (("runtime.c", "common.c"), ()),
-    "ascendcl": (("state.c", "fault.c", "device.c", "memory.c", "stream.c", "common.c"), ("runtime",)),
+    "ascendcl": (("state.c", "fault.c", "device.c", "memory.c", "stream.c", "graph.c", "common.c"), ("runtime",)),
     "nnopbase": LIBRARIES["nnopbase"],
     "opapi": LIBRARIES["opapi"],
 }
@@ -115,15 +117,21 @@ def write_set_env(root: Path) -> Path:
     return script
 
 
+def _no_graph_from_env() -> bool:
+    return os.environ.get("CANN_EMU_NO_GRAPH", "") == "1"
+
+
 def build(dest: Path | str, *, sanitize: bool = False, no_v2: bool | None = None, cc: str | None = None,
-          cann_version: str | None = None, as_shipped: bool = False) -> Path:
+          cann_version: str | None = None, as_shipped: bool = False, no_graph: bool | None = None) -> Path:
     """Compile the three libraries into ``dest/lib64`` (created), make ``dest/opp``, return the lib64 path.
 
     ``no_v2=None`` reads ``CANN_EMU_NO_V2=1`` from the environment; hiding the V2 symbols is a build-time
-    choice because an exported symbol cannot be withdrawn at run time. ``cann_version`` is the release the
-    tree is built as (default ``$CANN_EMU_VERSION`` or 8.3.RC1): it is written to the version files and
-    decides whether ``aclFinalizeReference`` (8.5 and later) is exported. ``as_shipped`` builds without run
-    paths, with a private ``libruntime.so``, and writes ``dest/set_env.sh`` (see :func:`write_set_env`).
+    choice because an exported symbol cannot be withdrawn at run time; ``no_graph=None`` reads
+    ``CANN_EMU_NO_GRAPH=1`` the same way, to leave out the ACL graph symbols (``aclmdlRI*``).
+    ``cann_version`` is the release the tree is built as (default ``$CANN_EMU_VERSION`` or 8.3.RC1): it is
+    written to the version files and decides whether ``aclFinalizeReference`` (8.5 and later) is exported.
+    ``as_shipped`` builds without run paths, with a private ``libruntime.so``, and writes
+    ``dest/set_env.sh`` (see :func:`write_set_env`).
     ``cc`` defaults to ``$CC`` or ``cc``. Raises :class:`BuildError` with the compiler's output when a
     compilation fails.
     """
@@ -144,6 +152,8 @@ def build(dest: Path | str, *, sanitize: bool = False, no_v2: bool | None = None
              f"-I{INCLUDE}", f"-I{HERE}"]
     if no_v2:
         flags.append("-DEMU_NO_V2")
+    if no_graph if no_graph is not None else _no_graph_from_env():
+        flags.append("-DEMU_NO_GRAPH")
     flags.append(f'-DEMU_CANN_RELEASE="{release}"')
     if not release_at_least(release, 8, 5):
         flags.append("-DEMU_NO_FINALIZE_REFERENCE")
@@ -182,10 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--as-shipped", action="store_true",
                         help="no run paths, a private libruntime.so found only through LD_LIBRARY_PATH, "
                              "and DEST/set_env.sh (like the toolkit)")
+    parser.add_argument("--no-graph", action="store_true", default=None,
+                        help="omit the ACL graph symbols, like an older CANN (default: CANN_EMU_NO_GRAPH=1)")
     args = parser.parse_args(argv)
     try:
         print(build(args.dest, sanitize=args.sanitize, no_v2=args.no_v2, cann_version=args.cann_version,
-                    as_shipped=args.as_shipped))
+                    as_shipped=args.as_shipped, no_graph=args.no_graph))
     except BuildError as exc:
         print(exc, file=sys.stderr)
         return 1

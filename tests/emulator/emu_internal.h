@@ -170,4 +170,13 @@ const char *emuInternalRelease(void);
 int emuInternalReleaseAtLeast(int major, int minor);
 #pragma GCC visibility pop
 
+/* ---- contexts and graph capture (emu2) ---- */
+enum { EMU_H_GRAPH = EMU_H_CONTEXT + 1 }; /* aclmdlRI handles */
+#pragma GCC visibility push(default)
+/* The stream work is launched on (NULL: the current context's default stream). Like the runtime's
+ * api_impl.cc, the thread needs a current context (107002) that owns the stream: else context_status
+ * (107003 from the runtime, 361001 through aclnn's phase 2) with a message naming both contexts. */
+int emuInternalStreamLaunch(aclrtStream stream, void **out, int *device, int context_status);
+#pragma GCC visibility pop
+
 #endif

@@ -49,7 +49,24 @@
     X(aclrtRecordEvent, 507000)                                   \
     X(aclrtSynchronizeEvent, 507015)                              \
     X(aclrtEventElapsedTime, 507000)                              \
-    X(aclrtDestroyEvent, 507000)
+    X(aclrtDestroyEvent, 507000)                                  \
+    X(aclrtStreamWaitEvent, 507000)                               \
+    X(aclrtCreateEventExWithFlag, 507000)                         \
+    X(aclrtStreamQuery, 507000)                                   \
+    X(aclrtQueryEventStatus, 507000)                              \
+    EMU_SYMBOLS_GRAPH(X)
+
+/* ACL graph capture (acl_rt.h / acl_mdl.h); a CANN_EMU_NO_GRAPH build (an older CANN) has none of them. */
+#ifdef EMU_NO_GRAPH
+#define EMU_SYMBOLS_GRAPH(X)
+#else
+#define EMU_SYMBOLS_GRAPH(X)                                      \
+    X(aclmdlRICaptureBegin, 507000)                               \
+    X(aclmdlRICaptureGetInfo, 507000)                             \
+    X(aclmdlRICaptureEnd, 507903)                                 \
+    X(aclmdlRIExecuteAsync, 507000)                               \
+    X(aclmdlRIDestroy, 507000)
+#endif
 
 #define EMU_SYMBOLS_NNOPBASE(X)                                   \
     X(aclCreateTensor, 561103)                                    \

@@ -4,7 +4,7 @@
  * pointer, and no host object can ever share its address) backed by a separate host buffer that only the
  * emulator touches. Freed blocks keep their reservation for a while (quarantine), so a stale pointer is
  * recognised as "freed" instead of aliasing a new block. */
-#include "emu_rt.h"
+#include "emu_capture.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -442,9 +442,20 @@ static int host_rules(const copy_job *j)
 static aclError submit_async(const copy_job *j, aclrtStream stream)
 {
     void *s;
-    int dev, rc = emuInternalStreamResolve(stream, &s, &dev);
+    int dev, rc = emuInternalStreamLaunch(stream, &s, &dev, EMU_RT_STREAM_CONTEXT);
     if (rc) return rc;
+    size_t dn = side_extent(j->dpitch, j->width, j->height), sn = side_extent(j->spitch, j->width, j->height);
+    /* hicann/runtime api_error.cc MemcpyAsync refuses a copy of pageable host memory on a capturing stream
+     * ("The pageable memory copy task does not support graph capture") before any 8.5 conversion. */
+    if (emu_stream_capture(s) && dn &&
+        ((!j->dst_dev && !emu_host_block_live(j->dst, j->dst + dn)) ||
+         (!j->is_set && !j->src_dev && !emu_host_block_live(j->src, j->src + sn))))
+        return emu_capture_refuse(emu_stream_capture(s), ACL_ERROR_RT_PARAM_INVALID, "an asynchronous copy of "
+                                  "pageable host memory (not from aclrtMallocHost) cannot be captured");
     if (host_rules(j)) {
+        /* The runtime makes it a synchronous copy, which a capture's mode may forbid (then 107041). */
+        if ((rc = emu_capture_check_sync_work("a pageable copy made synchronous", EMU_RT_CAPTURE_MODE_BLOCK_ASYNC)))
+            return rc;
         emuInternalStatAdd(EMU_STAT_PAGEABLE_COPIES, 1);
         emuInternalStatAdd(EMU_STAT_HOST_SYNCS, 1);
         emu_stream_drain(s, 0); /* what is queued runs first; its failure stays for the next synchronisation */
@@ -457,7 +468,6 @@ static aclError submit_async(const copy_job *j, aclrtStream stream)
     if (!copy) return ACL_ERROR_RT_MEMORY_ALLOCATION;
     *copy = *j;
     emu_task_desc t = { j->is_set ? "memset" : "memcpy", run_copy, free, copy, 0, { { 0, 0, 0 } } };
-    size_t dn = side_extent(j->dpitch, j->width, j->height), sn = side_extent(j->spitch, j->width, j->height);
     if (dn) {
         if (j->dst_dev || j->dst_pin) t.ranges[t.nranges++] = (emu_range){ j->dst, j->dst + dn, !j->dst_dev };
         if (!j->is_set && (j->src_dev || j->src_pin))
@@ -483,6 +493,9 @@ static aclError memcpy_locked(void *dst, size_t destMax, const void *src, size_t
     if (rc) return rc;
     /* A synchronous copy needs a current context; a queued one gets its device from the stream. */
     if (!async && (rc = emu_require_device(&dev))) return rc;
+    if (!async && (rc = emu_capture_check_sync_work("a synchronous copy (aclrtMemcpy)",
+                                                    EMU_RT_CAPTURE_MODE_NOT_SUPPORT)))
+        return rc;
     if (count > destMax) {
         emuInternalSetError("count %zu exceeds destMax %zu (status 100000)", count, destMax);
         return ACL_ERROR_INVALID_PARAM;
@@ -559,6 +572,9 @@ static aclError memset_locked(void *devPtr, size_t maxCount, int32_t value, size
     int rc = emuInternalRequireInit(), dev;
     if (rc) return rc;
     if (!async && (rc = emu_require_device(&dev))) return rc;
+    if (!async && (rc = emu_capture_check_sync_work("a synchronous memset (aclrtMemset)",
+                                                    EMU_RT_CAPTURE_MODE_NOT_SUPPORT)))
+        return rc;
     if (count > maxCount) {
         emuInternalSetError("count %zu exceeds maxCount %zu (status 100000)", count, maxCount);
         return ACL_ERROR_INVALID_PARAM;

@@ -227,7 +227,7 @@ static int launch(int v2, void *workspace, uint64_t workspace_size, aclOpExecuto
     if (e->v2 != v2)
         return invalid(ACLNN_ERR_PARAM_INVALID, v2 ? "the executor came from the V1 phase 1"
                                                    : "the executor came from the V2 phase 1");
-    if ((rc = emuInternalStreamResolve(stream, &s, &dev))) return rc;
+    if ((rc = emuInternalStreamLaunch(stream, &s, &dev, ACLNN_ERR_RUNTIME_ERROR))) return rc;
     if (e->empty) return 0;
     if (workspace_size < e->workspace_size) {
         emu_format(m, sizeof m, "workspaceSize %llu is smaller than the %llu bytes phase 1 asked for",

@@ -1,9 +1,16 @@
-/* libascendcl: streams (FIFO queues run only when synchronised), events and synchronisation.
+/* libascendcl: streams (FIFO queues run only when synchronised), events, waits, queries and synchronisation.
  *
- * Nothing queued runs at launch: the op, async copies/fills and event records wait until the stream,
- * its device or a later event is synchronised, so a caller that forgets to synchronise reads stale data.
- * A task that fails records the stream's error, reported (once) by the next synchronisation. */
-#include "emu_rt.h"
+ * Nothing queued runs at launch: the op, async copies/fills, event records and event waits wait until the
+ * stream, its device or a later event is synchronised, so a caller that forgets to synchronise reads stale
+ * data. A task that fails records the stream's error, reported (once) by the next synchronisation.
+ *
+ * A stream belongs to the context current when it was made; launching work on it (or destroying it)
+ * from a thread whose current context is another one fails with 107003, as each of those entry points of
+ * hicann/runtime's src/runtime/api/impl/api_impl.cc does (COND_RETURN_AND_MSG_INVALID_CONTEXT_STREAM_...
+ * in KernelLaunch, StreamDestroy, StreamWaitEvent, EventRecord, MemcpyAsync, MemsetAsync).
+ *
+ * While a stream is captured (graph.c), work launched on it goes into the capture instead of its queue. */
+#include "emu_capture.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,10 +27,14 @@ typedef struct task {
 
 typedef struct emu_stream {
     struct emu_stream *prev_all, *next_all;
+    uint64_t serial; /* tells a destroyed stream from a new one at the same address */
+    void *ctx;
     int device;
     int user; /* made by aclrtCreateStream (else a context's default stream) */
     task *head, *tail;
     uint64_t last_seq;
+    uint64_t progress; /* queries let the work queued up to here (at the previous query) complete */
+    emu_graph *capture;
     int err;
     char errmsg[EMU_MSG_CAP];
 } emu_stream;
@@ -32,14 +43,19 @@ enum { EV_NEVER, EV_PENDING, EV_DONE };
 typedef struct emu_event {
     uint64_t serial;
     uint32_t flags;
+    int plain; /* aclrtCreateEvent: the runtime's RT_EVENT_DEFAULT (DDSYNC | TIME_LINE | STREAM_MARK) */
+    int ex;    /* aclrtCreateEventExWithFlag (the runtime's "new mode" event) */
     int state;
     emu_stream *stream; /* where the pending record waits */
+    uint64_t stream_serial;
     uint64_t seq;       /* ... and its task */
+    uint64_t record_id; /* bumped by every record: only the latest one completes the event */
+    uint64_t capture;   /* serial of the capture the latest record went into, 0 when none */
     double t_ms;
 } emu_event;
 
 static emu_stream *g_streams;
-static uint64_t g_event_serial;
+static uint64_t g_stream_serial, g_event_serial;
 
 /* ---- streams ---- */
 
@@ -47,6 +63,8 @@ void *emu_stream_create(void *ctx, int user)
 {
     emu_stream *s = calloc(1, sizeof *s);
     if (!s) return NULL;
+    s->serial = ++g_stream_serial;
+    s->ctx = ctx;
     s->device = emu_context_device(ctx);
     s->user = user;
     s->next_all = g_streams;
@@ -55,12 +73,17 @@ void *emu_stream_create(void *ctx, int user)
     return s;
 }
 
-static int stream_exists(const emu_stream *s)
+static int stream_exists(const emu_stream *s, uint64_t serial)
 {
     for (emu_stream *it = g_streams; it; it = it->next_all)
-        if (it == s) return 1;
+        if (it == s) return it->serial == serial;
     return 0;
 }
+
+emu_graph *emu_stream_capture(void *stream) { return ((emu_stream *)stream)->capture; }
+void emu_stream_set_capture(void *stream, emu_graph *g) { ((emu_stream *)stream)->capture = g; }
+void *emu_stream_context(void *stream) { return ((emu_stream *)stream)->ctx; }
+int emu_stream_device(void *stream) { return ((emu_stream *)stream)->device; }
 
 static void record_error(emu_stream *s, int rc, const char *task_name, const char *detail)
 {
@@ -137,6 +160,21 @@ int emu_streams_poison(uintptr_t lo, uintptr_t hi, int host, const char *why)
     return n;
 }
 
+int emu_streams_wait_for(int (*match)(const emu_task_desc *t, const void *arg), const void *arg)
+{
+    int waited = 0;
+    for (emu_stream *s = g_streams; s; s = s->next_all) {
+        uint64_t last = 0;
+        for (task *t = s->head; t; t = t->next)
+            if (match(&t->d, arg)) last = t->seq;
+        if (last) {
+            emu_stream_drain(s, last); /* a failure stays recorded for the stream's next synchronisation */
+            waited = 1;
+        }
+    }
+    return waited;
+}
+
 int emuInternalStreamResolve(aclrtStream stream, void **out, int *device)
 {
     if (!stream) {
@@ -157,6 +195,31 @@ int emuInternalStreamResolve(aclrtStream stream, void **out, int *device)
     return 0;
 }
 
+int emuInternalStreamLaunch(aclrtStream stream, void **out, int *device, int context_status)
+{
+    int runtime = context_status == EMU_RT_STREAM_CONTEXT;
+    void *ctx = emu_current_context(), *s;
+    if (!ctx) {
+        emuInternalSetError("%sthis thread has no current context: call aclrtSetDevice or aclrtSetCurrentContext "
+                            "on it first (status %d)", runtime ? "" : "the runtime refused the launch (107002): ",
+                            runtime ? ACL_ERROR_RT_CONTEXT_NULL : context_status);
+        return runtime ? ACL_ERROR_RT_CONTEXT_NULL : context_status;
+    }
+    int rc = emuInternalStreamResolve(stream, &s, device);
+    if (rc) return rc;
+    emu_stream *st = s;
+    if (st->ctx != ctx) {
+        emuInternalSetError("%sstream %p belongs to context %p (device %d), not to this thread's current context "
+                            "%p (device %d): make the stream's context current (aclrtSetCurrentContext) before "
+                            "launching work on it (status %d)",
+                            runtime ? "" : "the runtime refused the launch (107003, stream not in current context): ",
+                            stream, st->ctx, st->device, ctx, emu_context_device(ctx), context_status);
+        return context_status;
+    }
+    *out = s;
+    return 0;
+}
+
 static uint64_t enqueue(emu_stream *s, const emu_task_desc *d)
 {
     task *t = calloc(1, sizeof *t);
@@ -168,12 +231,25 @@ static uint64_t enqueue(emu_stream *s, const emu_task_desc *d)
     return t->seq;
 }
 
+static int enqueue_seq(emu_stream *s, const emu_task_desc *t, uint64_t *seq)
+{
+    if ((*seq = enqueue(s, t))) return 0;
+    if (t->drop) t->drop(t->payload);
+    emuInternalSetError("cannot queue %s: out of host memory (status 507000)", t->name);
+    return ACL_ERROR_RT_INTERNAL_ERROR;
+}
+
+int emu_stream_enqueue_plain(void *stream, const emu_task_desc *t)
+{
+    uint64_t seq;
+    return enqueue_seq(stream, t, &seq);
+}
+
 int emuInternalEnqueue(void *stream, const emu_task_desc *task_)
 {
-    if (enqueue(stream, task_)) return 0;
-    if (task_->drop) task_->drop(task_->payload);
-    emuInternalSetError("cannot queue %s: out of host memory (status 507000)", task_->name);
-    return ACL_ERROR_RT_INTERNAL_ERROR;
+    emu_stream *s = stream;
+    if (s->capture) return emu_capture_record(s->capture, task_); /* recorded, not run */
+    return emu_stream_enqueue_plain(s, task_);
 }
 
 static aclError create_stream_locked(aclrtStream *stream)
@@ -198,6 +274,14 @@ static aclError create_stream_locked(aclrtStream *stream)
 
 aclError aclrtCreateStream(aclrtStream *stream) { EMU_CALL(aclrtCreateStream, create_stream_locked(stream)); }
 
+/* Synchronising, querying or destroying a captured stream: 107027, as hicann/runtime's api_error.cc
+ * (StreamSynchronize, StreamQuery, StreamDestroy) refuses it. */
+static int refuse_captured(emu_stream *s, const char *what)
+{
+    return emu_capture_refuse(s->capture, EMU_RT_STREAM_CAPTURED, "stream %p is being captured "
+                              "(aclmdlRICaptureBegin): %s it is not allowed until aclmdlRICaptureEnd", (void *)s, what);
+}
+
 static aclError destroy_stream_locked(aclrtStream stream)
 {
     int rc = emuInternalRequireInit();
@@ -208,6 +292,8 @@ static aclError destroy_stream_locked(aclrtStream stream)
     }
     void *s;
     if ((rc = emuInternalStreamResolve(stream, &s, NULL))) return rc;
+    if (((emu_stream *)s)->capture) return refuse_captured(s, "destroying");
+    if ((rc = emuInternalStreamLaunch(stream, &s, NULL, EMU_RT_STREAM_CONTEXT))) return rc;
     /* Like a device, the work already queued still completes; its failure is reported here. */
     emu_stream_drain(s, 0);
     rc = emu_stream_take_error(s);
@@ -230,8 +316,10 @@ static aclError sync_stream_locked(aclrtStream stream, int32_t timeout)
     void *s;
     int dev;
     if ((rc = emuInternalStreamResolve(stream, &s, &dev))) return rc;
+    if (((emu_stream *)s)->capture) return refuse_captured(s, "synchronising");
     if ((rc = emu_device_check_abort(dev))) return rc; /* emu (fault.c): the stream's device stopped */
     emuInternalStatAdd(EMU_STAT_SYNCS, 1);
+    emuInternalStatAdd(EMU_STAT_HOST_SYNCS, 1);
     emu_stream_drain(s, 0); /* work runs instantly here, so no timeout can expire */
     return emu_stream_take_error(s);
 }
@@ -250,7 +338,9 @@ static aclError sync_device_locked(void)
 {
     int rc = emuInternalRequireInit(), dev;
     if (rc || (rc = emu_require_device(&dev))) return rc;
+    if ((rc = emu_capture_check_device_sync(dev))) return rc;
     emuInternalStatAdd(EMU_STAT_SYNCS, 1);
+    emuInternalStatAdd(EMU_STAT_HOST_SYNCS, 1);
     int first = 0;
     for (emu_stream *s = g_streams; s; s = s->next_all) {
         if (s->device != dev) continue;
@@ -263,6 +353,38 @@ static aclError sync_device_locked(void)
 
 aclError aclrtSynchronizeDevice(void) { EMU_CALL(aclrtSynchronizeDevice, sync_device_locked()); }
 
+/* A query never waits. Queued work runs only at a synchronisation here, so a query lets complete what
+ * was already queued at the previous query of the stream (time has passed since) and reports NOT_READY
+ * while anything is left: the first query after a launch always says NOT_READY, and a polling loop
+ * still ends. Never kinder than a device, where the work may still be running at any query. */
+static void let_progress(emu_stream *s)
+{
+    if (s->progress) emu_stream_drain(s, s->progress);
+    s->progress = s->last_seq;
+}
+
+static aclError stream_query_locked(aclrtStream stream, aclrtStreamStatus *status)
+{
+    int rc = emuInternalRequireInit();
+    if (rc) return rc;
+    if (!status) {
+        emuInternalSetError("status is NULL (status 100000)");
+        return ACL_ERROR_INVALID_PARAM;
+    }
+    void *sv;
+    if ((rc = emuInternalStreamResolve(stream, &sv, NULL))) return rc;
+    emu_stream *s = sv;
+    if (s->capture) return refuse_captured(s, "querying");
+    let_progress(s);
+    *status = s->head ? ACL_STREAM_STATUS_NOT_READY : ACL_STREAM_STATUS_COMPLETE;
+    return emu_stream_take_error(s); /* a failure of the work that completed is reported, as a sync would */
+}
+
+aclError aclrtStreamQuery(aclrtStream stream, aclrtStreamStatus *status)
+{
+    EMU_CALL(aclrtStreamQuery, stream_query_locked(stream, status));
+}
+
 /* ---- events ---- */
 
 static double now_ms(void)
@@ -272,7 +394,7 @@ static double now_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-static aclError create_event_locked(aclrtEvent *event, uint32_t flags)
+static aclError create_event_locked(aclrtEvent *event, uint32_t flags, int plain, int ex)
 {
     int rc = emuInternalRequireInit(), dev;
     if (rc) return rc;
@@ -289,20 +411,31 @@ static aclError create_event_locked(aclrtEvent *event, uint32_t flags)
     }
     e->serial = ++g_event_serial;
     e->flags = flags;
+    e->plain = plain;
+    e->ex = ex;
     emuInternalStatAdd(EMU_STAT_LIVE_EVENTS, 1);
     *event = e;
     return ACL_SUCCESS;
 }
 
-/* Plain aclrtCreateEvent events can be timed; WithFlag ones only with ACL_EVENT_TIME_LINE. */
+/* aclrtCreateEvent is rtEventCreate, which is rtEventCreateWithFlag(RT_EVENT_DEFAULT) with RT_EVENT_DEFAULT
+ * = DDSYNC | TIME_LINE | STREAM_MARK (hicann/runtime src/runtime/api/api_c_event.cc,
+ * pkg_inc/runtime/runtime/event.h): such an event can be timed and waited on, as CANN's documentation of
+ * aclrtCreateEvent says ("统计两个Event之间的耗时、多Stream之间的任务同步"). With a flag, only ACL_EVENT_SYNC
+ * makes an event a stream can wait on (documentation of aclrtCreateEventWithFlag/ExWithFlag). */
 aclError aclrtCreateEvent(aclrtEvent *event)
 {
-    EMU_CALL(aclrtCreateEvent, create_event_locked(event, ACL_EVENT_TIME_LINE | 1u));
+    EMU_CALL(aclrtCreateEvent, create_event_locked(event, ACL_EVENT_TIME_LINE, 1, 0));
 }
 
 aclError aclrtCreateEventWithFlag(aclrtEvent *event, uint32_t flag)
 {
-    EMU_CALL(aclrtCreateEventWithFlag, create_event_locked(event, flag));
+    EMU_CALL(aclrtCreateEventWithFlag, create_event_locked(event, flag, 0, 0));
+}
+
+aclError aclrtCreateEventExWithFlag(aclrtEvent *event, uint32_t flag)
+{
+    EMU_CALL(aclrtCreateEventExWithFlag, create_event_locked(event, flag, 0, 1));
 }
 
 static int check_event(aclrtEvent event, const char *what)
@@ -313,9 +446,30 @@ static int check_event(aclrtEvent event, const char *what)
     return ACL_ERROR_RT_PARAM_INVALID;
 }
 
+/* The capture the event's latest record went into, while it lasts. Once it has ended the event counts as
+ * never recorded: that record belongs to the graph and happens when the graph runs. */
+static emu_graph *event_capture(emu_event *e)
+{
+    if (!e->capture) return NULL;
+    emu_graph *g = emu_capture_by_serial(e->capture);
+    if (!g) {
+        e->capture = 0;
+        e->state = EV_NEVER;
+    }
+    return g;
+}
+
+/* Synchronising or querying an event recorded in an ongoing capture: 107028, as hicann/runtime's
+ * api_error.cc (EventSynchronize, EventQueryStatus, EventElapsedTime) refuses it. */
+static int refuse_captured_event(emu_graph *g, const emu_event *e, const char *what)
+{
+    return emu_capture_refuse(g, EMU_RT_EVENT_CAPTURED, "event %p was recorded in an ongoing capture: %s it is "
+                              "not allowed until aclmdlRICaptureEnd", (const void *)e, what);
+}
+
 typedef struct record_job {
     emu_event *event;
-    uint64_t serial, seq;
+    uint64_t serial, record_id;
 } record_job;
 
 static int run_record(void *payload, char *msg, size_t cap)
@@ -324,30 +478,62 @@ static int run_record(void *payload, char *msg, size_t cap)
     (void)cap;
     record_job *j = payload;
     /* The event may have been destroyed (or re-recorded) since: then this record means nothing. */
-    if (emuInternalHandleLive(EMU_H_EVENT, j->event) && j->event->serial == j->serial && j->event->seq == j->seq) {
+    if (emuInternalHandleLive(EMU_H_EVENT, j->event) && j->event->serial == j->serial &&
+        j->event->record_id == j->record_id) {
         j->event->state = EV_DONE;
         j->event->t_ms = now_ms();
     }
     return 0;
 }
 
-static aclError record_event_locked(aclrtEvent event, aclrtStream stream)
+/* Queues a record of e on s (not captured); the caller has checked both. */
+static int record_on(emu_event *e, emu_stream *s)
 {
-    int rc = emuInternalRequireInit();
-    if (rc || (rc = check_event(event, "event"))) return rc;
-    void *s;
-    if ((rc = emuInternalStreamResolve(stream, &s, NULL))) return rc;
-    emu_event *e = event;
     record_job *j = malloc(sizeof *j);
     if (!j) return ACL_ERROR_RT_INTERNAL_ERROR;
     j->event = e;
     j->serial = e->serial;
-    j->seq = ((emu_stream *)s)->last_seq + 1; /* the sequence number enqueue() is about to give it */
+    j->record_id = e->record_id + 1;
     emu_task_desc t = { "event record", run_record, free, j, 0, { { 0, 0, 0 } } };
-    if ((rc = emuInternalEnqueue(s, &t))) return rc;
+    uint64_t seq;
+    int rc = enqueue_seq(s, &t, &seq);
+    if (rc) return rc;
+    e->record_id = j->record_id;
     e->state = EV_PENDING;
     e->stream = s;
-    e->seq = j->seq;
+    e->stream_serial = s->serial;
+    e->seq = seq;
+    e->capture = 0;
+    return ACL_SUCCESS;
+}
+
+int emu_event_replay_record(const emu_task_desc *t, void *stream, int *rc)
+{
+    if (t->run != run_record) return 0;
+    const record_job *j = t->payload;
+    *rc = 0;
+    if (emuInternalHandleLive(EMU_H_EVENT, j->event) && j->event->serial == j->serial)
+        *rc = record_on(j->event, stream); /* else the event was destroyed: its record does nothing */
+    return 1;
+}
+
+static aclError record_event_locked(aclrtEvent event, aclrtStream stream)
+{
+    int rc = emuInternalRequireInit();
+    if (rc || (rc = check_event(event, "event"))) return rc;
+    void *sv;
+    if ((rc = emuInternalStreamLaunch(stream, &sv, NULL, EMU_RT_STREAM_CONTEXT))) return rc;
+    emu_stream *s = sv;
+    emu_event *e = event;
+    if (!s->capture) return record_on(e, s);
+    record_job *j = malloc(sizeof *j);
+    if (!j) return ACL_ERROR_RT_INTERNAL_ERROR;
+    *j = (record_job){ e, e->serial, 0 }; /* the graph's replays make fresh records (emu_event_replay_record) */
+    emu_task_desc t = { "event record", run_record, free, j, 0, { { 0, 0, 0 } } };
+    if ((rc = emu_capture_record(s->capture, &t))) return rc;
+    e->record_id++; /* whatever record was pending before no longer completes this event */
+    e->state = EV_PENDING;
+    e->capture = emu_graph_serial(s->capture);
     return ACL_SUCCESS;
 }
 
@@ -356,18 +542,116 @@ aclError aclrtRecordEvent(aclrtEvent event, aclrtStream stream)
     EMU_CALL(aclrtRecordEvent, record_event_locked(event, stream));
 }
 
+typedef struct wait_job {
+    emu_stream *target;
+    uint64_t serial, seq;
+} wait_job;
+
+/* Runs on the waiting stream: everything up to the awaited record completes first, without the host. A
+ * wait names a record already queued when it was made, so waits cannot form a cycle. */
+static int run_wait(void *payload, char *msg, size_t cap)
+{
+    (void)msg;
+    (void)cap;
+    wait_job *j = payload;
+    /* A failure there is reported by that stream's own synchronisation. */
+    if (stream_exists(j->target, j->serial)) emu_stream_drain(j->target, j->seq);
+    return 0;
+}
+
+static aclError wait_event_locked(aclrtStream stream, aclrtEvent event)
+{
+    int rc = emuInternalRequireInit();
+    if (rc || (rc = check_event(event, "event"))) return rc;
+    void *sv;
+    if ((rc = emuInternalStreamLaunch(stream, &sv, NULL, EMU_RT_STREAM_CONTEXT))) return rc;
+    emu_stream *s = sv;
+    emu_event *e = event;
+    if (!e->plain && !(e->flags & ACL_EVENT_SYNC)) {
+        /* CANN's documentation of aclrtCreateEventWithFlag and aclrtCreateEventExWithFlag: without
+         * ACL_EVENT_SYNC the event cannot be used with aclrtStreamWaitEvent (a timing-only event). */
+        emuInternalSetError("event %p was created with flags %#x, without ACL_EVENT_SYNC: a stream can only wait "
+                            "for an event made with ACL_EVENT_SYNC (status 107000)", event, (unsigned)e->flags);
+        return ACL_ERROR_RT_PARAM_INVALID;
+    }
+    emu_graph *ec = event_capture(e), *sc = s->capture;
+    if (ec) {
+        if (sc == ec) return ACL_SUCCESS; /* recorded earlier on the same captured stream: already ordered */
+        return emu_capture_refuse(ec, EMU_RT_FEATURE_NOT_SUPPORT, "event %p was recorded in a capture and stream "
+                                  "%p is not that capture's stream: the emulator captures one stream only (a "
+                                  "capture joining other streams is not modelled)", event, stream);
+    }
+    if (sc) {
+        /* hicann/runtime api_impl.cc StreamWaitEvent on a capturing stream: an event not made in new mode
+         * (ExWithFlag) is not supported, and one recorded outside the capture has no record in the graph
+         * (RT_ERROR_STREAM_CAPTURE_ISOLATION, reported as ACL_ERROR_RT_CAPTURE_DEPENDENCY). */
+        if (!e->ex)
+            return emu_capture_refuse(sc, EMU_RT_FEATURE_NOT_SUPPORT, "a captured stream can only wait for an "
+                                      "event made by aclrtCreateEventExWithFlag, and event %p was not", event);
+        if (e->state != EV_NEVER)
+            return emu_capture_refuse(sc, EMU_RT_CAPTURE_DEPENDENCY, "event %p was recorded outside the capture: "
+                                      "the graph has no record to wait for", event);
+        return ACL_SUCCESS;
+    }
+    if (e->state == EV_NEVER) {
+        if (!e->plain) return ACL_SUCCESS; /* an ACL_EVENT_SYNC event never recorded: nothing to wait for */
+        /* hicann/runtime event.cc Event::Wait: a default event that was never recorded is refused. */
+        emuInternalSetError("event %p has not been recorded: record it (aclrtRecordEvent) before a stream waits "
+                            "for it (status 107000)", event);
+        return ACL_ERROR_RT_PARAM_INVALID;
+    }
+    if (e->state == EV_DONE || !stream_exists(e->stream, e->stream_serial)) return ACL_SUCCESS;
+    wait_job *j = malloc(sizeof *j);
+    if (!j) return ACL_ERROR_RT_INTERNAL_ERROR;
+    *j = (wait_job){ e->stream, e->stream_serial, e->seq };
+    emu_task_desc t = { "event wait", run_wait, free, j, 0, { { 0, 0, 0 } } };
+    return emu_stream_enqueue_plain(s, &t);
+}
+
+aclError aclrtStreamWaitEvent(aclrtStream stream, aclrtEvent event)
+{
+    EMU_CALL(aclrtStreamWaitEvent, wait_event_locked(stream, event));
+}
+
 static aclError sync_event_locked(aclrtEvent event)
 {
     int rc = emuInternalRequireInit();
     if (rc || (rc = check_event(event, "event"))) return rc;
     emu_event *e = event;
+    emu_graph *g = event_capture(e);
+    if (g) return refuse_captured_event(g, e, "synchronising");
     emuInternalStatAdd(EMU_STAT_SYNCS, 1);
-    if (e->state != EV_PENDING || !stream_exists(e->stream)) return ACL_SUCCESS; /* nothing to wait for */
+    emuInternalStatAdd(EMU_STAT_HOST_SYNCS, 1);
+    if (e->state != EV_PENDING || !stream_exists(e->stream, e->stream_serial)) return ACL_SUCCESS;
     emu_stream_drain(e->stream, e->seq);
     return emu_stream_take_error(e->stream);
 }
 
 aclError aclrtSynchronizeEvent(aclrtEvent event) { EMU_CALL(aclrtSynchronizeEvent, sync_event_locked(event)); }
+
+/* Never waits (see let_progress). hicann/runtime's aclrtQueryEventStatusImpl reports COMPLETE only for a
+ * recorded event whose record has run, so a never-recorded event is NOT_READY. Failures of the work that
+ * completes stay for the recording stream's next synchronisation. */
+static aclError event_status_locked(aclrtEvent event, aclrtEventRecordedStatus *status)
+{
+    int rc = emuInternalRequireInit();
+    if (rc || (rc = check_event(event, "event"))) return rc;
+    if (!status) {
+        emuInternalSetError("status is NULL (status 100000)");
+        return ACL_ERROR_INVALID_PARAM;
+    }
+    emu_event *e = event;
+    emu_graph *g = event_capture(e);
+    if (g) return refuse_captured_event(g, e, "querying");
+    if (e->state == EV_PENDING && stream_exists(e->stream, e->stream_serial)) let_progress(e->stream);
+    *status = e->state == EV_DONE ? ACL_EVENT_RECORDED_STATUS_COMPLETE : ACL_EVENT_RECORDED_STATUS_NOT_READY;
+    return ACL_SUCCESS;
+}
+
+aclError aclrtQueryEventStatus(aclrtEvent event, aclrtEventRecordedStatus *status)
+{
+    EMU_CALL(aclrtQueryEventStatus, event_status_locked(event, status));
+}
 
 static aclError elapsed_locked(float *ms, aclrtEvent start, aclrtEvent end)
 {
@@ -379,6 +663,8 @@ static aclError elapsed_locked(float *ms, aclrtEvent start, aclrtEvent end)
     }
     if ((rc = check_event(start, "startEvent")) || (rc = check_event(end, "endEvent"))) return rc;
     emu_event *a = start, *b = end;
+    emu_graph *g = event_capture(a) ? event_capture(a) : event_capture(b);
+    if (g) return refuse_captured_event(g, event_capture(a) ? a : b, "timing");
     if (!(a->flags & ACL_EVENT_TIME_LINE) || !(b->flags & ACL_EVENT_TIME_LINE)) {
         emuInternalSetError("both events need the ACL_EVENT_TIME_LINE flag to be timed (status 107000)");
         return ACL_ERROR_RT_PARAM_INVALID;
