@@ -188,6 +188,13 @@ def test_host_syncs_counts_each_host_wait(rt: Rt, emu: Emu) -> None:
     c.check(c.rt.aclrtSynchronizeEvent(event))
     c.check(c.rt.aclrtSynchronizeDevice())
     assert emu.stat("host_syncs") == 4
+    other = c.create_stream()
+    c.check(c.rt.aclrtDestroyStream(other))  # nothing queued: no wait
+    assert emu.stat("host_syncs") == 4
+    other = c.create_stream()
+    c.check(c.rt.aclrtRecordEvent(event, other))
+    c.check(c.rt.aclrtDestroyStream(other))  # waits for the record first
+    assert emu.stat("host_syncs") == 5
     c.check(c.rt.aclrtDestroyEvent(event))
 
 

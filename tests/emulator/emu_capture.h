@@ -17,7 +17,6 @@
 #define EMU_RT_CAPTURE_WRONG_THREAD 107038    /* ACL_ERROR_RT_STREAM_CAPTURE_WRONG_THREAD */
 #define EMU_RT_CAPTURE_MODE_BLOCK_ASYNC 107041 /* ACL_ERROR_RT_CAPTURE_MODE_BLOCK_ASYNC */
 #define EMU_RT_FEATURE_NOT_SUPPORT 207000     /* ACL_ERROR_RT_FEATURE_NOT_SUPPORT */
-#define EMU_RT_STREAM_NOT_COMPLETE 507004     /* ACL_ERROR_RT_STREAM_NOT_COMPLETE */
 #define EMU_RT_CAPTURE_INVALIDATED 507903     /* ACL_ERROR_RT_STREAM_CAPTURE_INVALIDATED */
 
 typedef struct emu_graph emu_graph; /* an aclmdlRI: while captured, also the capture itself */
@@ -26,7 +25,6 @@ typedef struct emu_graph emu_graph; /* an aclmdlRI: while captured, also the cap
 EMU_HIDDEN emu_graph *emu_stream_capture(void *stream); /* the capture begun on it and not ended, or NULL */
 EMU_HIDDEN void emu_stream_set_capture(void *stream, emu_graph *g);
 EMU_HIDDEN void *emu_stream_context(void *stream);
-EMU_HIDDEN int emu_stream_device(void *stream);
 /* Queues a task that replays a recorded one (no capture diversion): 0 or an aclError. */
 EMU_HIDDEN int emu_stream_enqueue_plain(void *stream, const emu_task_desc *t);
 /* A recorded event record is replayed as a fresh record of the same event on stream: 1 when t was one. */

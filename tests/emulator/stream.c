@@ -83,7 +83,6 @@ static int stream_exists(const emu_stream *s, uint64_t serial)
 emu_graph *emu_stream_capture(void *stream) { return ((emu_stream *)stream)->capture; }
 void emu_stream_set_capture(void *stream, emu_graph *g) { ((emu_stream *)stream)->capture = g; }
 void *emu_stream_context(void *stream) { return ((emu_stream *)stream)->ctx; }
-int emu_stream_device(void *stream) { return ((emu_stream *)stream)->device; }
 
 static void record_error(emu_stream *s, int rc, const char *task_name, const char *detail)
 {
@@ -294,7 +293,9 @@ static aclError destroy_stream_locked(aclrtStream stream)
     if ((rc = emuInternalStreamResolve(stream, &s, NULL))) return rc;
     if (((emu_stream *)s)->capture) return refuse_captured(s, "destroying");
     if ((rc = emuInternalStreamLaunch(stream, &s, NULL, EMU_RT_STREAM_CONTEXT))) return rc;
-    /* Like a device, the work already queued still completes; its failure is reported here. */
+    /* CANN's documentation of aclrtDestroyStream: it waits for the stream's unfinished work (the host waits),
+     * and the stream must belong to the current context. The work's failure is reported here. */
+    if (((emu_stream *)s)->head) emuInternalStatAdd(EMU_STAT_HOST_SYNCS, 1);
     emu_stream_drain(s, 0);
     rc = emu_stream_take_error(s);
     emuInternalHandleRemove(EMU_H_STREAM, s);
@@ -309,9 +310,11 @@ static aclError sync_stream_locked(aclrtStream stream, int32_t timeout)
 {
     int rc = emuInternalRequireInit();
     if (rc) return rc;
-    if (timeout < -1) {
-        emuInternalSetError("timeout %d is invalid: -1 (forever) or >= 0 ms (status 100000)", (int)timeout);
-        return ACL_ERROR_INVALID_PARAM;
+    if (timeout < -1 || timeout == 0) {
+        /* hicann/runtime: aclrtSynchronizeStreamWithTimeoutImpl (src/acl/aclrt_impl/stream.cpp) refuses < -1
+         * with 107000, and the runtime's StreamSynchronize (api_error.cc) also 0. */
+        emuInternalSetError("timeout %d is invalid: -1 (forever) or > 0 ms (status 107000)", (int)timeout);
+        return ACL_ERROR_RT_PARAM_INVALID;
     }
     void *s;
     int dev;
