@@ -22,20 +22,24 @@ from .errors import (
     CannError,
     CannNotFoundError,
     ContractError,
+    DeviceFaultError,
+    ForkedProcessError,
     InvalidDtypeError,
     InvalidValueError,
     QScatterError,
 )
 
 if TYPE_CHECKING:
+    from .graph import Graph, GraphCaptureError
     from .memory import DeviceArray, allocator_for
+    from .pinned import pinned_empty
     from .runtime import Device, Event, Stream
 
 __version__ = "0.1.0"
 
 # The device layer is imported on first access, so that ``import pyacl_qscatter`` stays light.
 _LAZY = {"DeviceArray": "memory", "allocator_for": "memory", "Device": "runtime", "Event": "runtime",
-         "Stream": "runtime"}
+         "Stream": "runtime", "Graph": "graph", "GraphCaptureError": "graph", "pinned_empty": "pinned"}
 
 
 def __getattr__(name: str) -> Any:
@@ -60,7 +64,11 @@ __all__ = [
     "ContractError",
     "Device",
     "DeviceArray",
+    "DeviceFaultError",
     "Event",
+    "ForkedProcessError",
+    "Graph",
+    "GraphCaptureError",
     "InvalidDtypeError",
     "InvalidValueError",
     "Product",
@@ -72,6 +80,7 @@ __all__ = [
     "backend_status",
     "npu_quant_scatter",
     "npu_quant_scatter_",
+    "pinned_empty",
     "quant_scatter",
     "quant_scatter_",
 ]

@@ -1,5 +1,7 @@
 """What ``python -m pyacl_qscatter info`` reports: version, backends, where CANN is (or every place tried),
-its version, SoC, device count, the op entry points present and the ASCEND_* settings in force.
+the CANN release and the ACL API version, SoC, device count, the op entry points present, the kernel path
+and where it came from, whether repeatable executors were accepted, aclFinalizeReference and graph capture,
+and the ASCEND_* settings in force.
 
 Collecting never raises; every failure becomes text in the report.
 
@@ -19,7 +21,8 @@ from typing import Any
 from . import _loader
 from .errors import CannError
 
-__all__ = ["ENV_SHOWN", "Report", "collect", "format_report", "package_version"]
+__all__ = ["ENV_SHOWN", "Report", "collect", "format_report", "package_version", "release_from_files",
+           "repeatable_executors"]
 
 # Shown whether set or not; any other ASCEND_* variable in the environment is shown too.
 ENV_SHOWN: tuple[str, ...] = (
@@ -46,7 +49,18 @@ class Report:
     fix: str | None = None
     entry_points: dict[str, bool] = field(default_factory=dict)
     caps: dict[str, bool] = field(default_factory=dict)
-    cann_version: str | None = None
+    cann_release: str | None = None
+    """The CANN release, e.g. "8.3.RC1" (aclsysGetVersionStr, else the toolkit's version file)."""
+    cann_release_source: str | None = None
+    acl_api_version: str | None = None
+    """aclrtGetVersion: the ACL API version (1.x), not the CANN release."""
+    kernel_path: str | None = None
+    kernel_path_source: str | None = None
+    """Where ASCEND_OPP_PATH came from, or why there is no kernel path."""
+    repeatable_executors: bool | None = None
+    """Whether the toolkit accepted a repeatable executor for this op (None: not tried in this process)."""
+    finalize_reference: bool | None = None
+    graph_capture: bool | None = None
     soc_name: str | None = None
     device_count: int | None = None
     notes: list[str] = field(default_factory=list)
@@ -105,52 +119,78 @@ def _environment() -> tuple[dict[str, str | None], list[str]]:
     return env, ld
 
 
-def _query_device(cann: _loader.Cann, report: Report, finalize: bool) -> None:
-    """Ask the runtime for its version, SoC and device count; aclInit/aclFinalize only around that."""
-    from . import _calls
+def release_from_files(home: str | None) -> tuple[str | None, str | None]:
+    """The CANN release written in the toolkit's ``share/info/<package>/version.info`` (``Version=...``, the
+    file aclsysGetVersionStr reads: hicann/runtime acl.cpp) and that file's path; (None, None) if absent.
 
-    _calls.bind(cann)
-    initialised_here = False
+    >>> release_from_files("/nonexistent")
+    (None, None)
+    """
+    if home is None:
+        return None, None
+    for package in ("runtime", "toolkit", "compiler", "opp"):
+        path = os.path.join(home, "share", "info", package, "version.info")
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    if line.startswith("Version="):
+                        return line.partition("=")[2].strip() or None, path
+        except OSError:
+            continue
+    return None, None
+
+
+def repeatable_executors() -> bool | None:
+    """Whether the toolkit accepted a repeatable executor for this op in this process (None: not tried yet,
+    or this build cannot tell). Asked of ``_prepared.repeatable_accepted``.
+
+    >>> repeatable_executors() in (True, False, None)
+    True
+    """
+    from . import _prepared
+
+    ask = getattr(_prepared, "repeatable_accepted", None)
+    return ask() if callable(ask) else None
+
+
+def _query_device(cann: _loader.Cann, report: Report) -> None:
+    """Ask the runtime for its versions, SoC and device count, through the package's own aclInit (made once
+    per process, given back at exit: see runtime)."""
+    from . import _calls
+    from .runtime import ensure_runtime
+
     try:
+        ensure_runtime()
+    except CannError as exc:
+        report.notes.append(str(exc))
+        return
+    if cann.caps.version_str:
         try:
-            _calls.init()
-            initialised_here = True
-        except CannError as exc:
-            if exc.code == 100002:  # ACL_ERROR_REPEAT_INITIALIZE: someone in this process did it already
-                report.notes.append("aclInit: already initialised in this process (left as it was)")
-            else:
-                report.notes.append(str(exc))
-        if cann.caps.version:
-            try:
-                report.cann_version = ".".join(str(v) for v in _calls.get_version())
-            except CannError as exc:
-                report.notes.append(str(exc))
-        else:
-            report.notes.append("aclrtGetVersion is not exported by this toolkit")
-        try:
-            report.device_count = _calls.get_device_count()
+            report.cann_release, report.cann_release_source = _calls.get_version_str("runtime"), "aclsysGetVersionStr"
         except CannError as exc:
             report.notes.append(str(exc))
-        if cann.caps.soc_name:
-            report.soc_name = _calls.get_soc_name()
-            if report.soc_name is None:
-                report.notes.append("aclrtGetSocName returned NULL")
-    finally:
-        if initialised_here and finalize:
-            try:
-                _calls.finalize()
-            except CannError as exc:
-                report.notes.append(str(exc))
+    if cann.caps.version:
+        try:
+            report.acl_api_version = ".".join(str(v) for v in _calls.get_version())
+        except CannError as exc:
+            report.notes.append(str(exc))
+    else:
+        report.notes.append("aclrtGetVersion is not exported by this toolkit")
+    try:
+        report.device_count = _calls.get_device_count()
+    except CannError as exc:
+        report.notes.append(str(exc))
+    if cann.caps.soc_name:
+        report.soc_name = _calls.get_soc_name()
+        if report.soc_name is None:
+            report.notes.append("aclrtGetSocName returned NULL")
 
 
-def collect(*, query_device: bool = True, finalize: bool = True) -> Report:
+def collect(*, query_device: bool = True) -> Report:
     """Gather the report. Never raises.
 
-    With ``query_device`` it calls aclInit (unless this process already did), asks for the version, SoC
-    and device count, then aclFinalize if it initialised and ``finalize`` is true. CANN cannot always be
-    initialised again after aclFinalize in one process, so a program that goes on to use the device
-    should pass ``finalize=False`` (the device layer then sees ACL_ERROR_REPEAT_INITIALIZE, which it
-    accepts) or ``query_device=False``. ``python -m pyacl_qscatter info`` runs in its own process.
+    With ``query_device`` it starts the package's runtime (its one aclInit per process, given back at exit,
+    so a program may go on using the device) and asks for the versions, SoC and device count.
 
     Example::
 
@@ -181,16 +221,21 @@ def collect(*, query_device: bool = True, finalize: bool = True) -> Report:
                 "aclnnInplaceQuantScatterV2 (V2)": result.caps.v2,
                 "repeatable executors": result.caps.repeatable_executor,
             }
+            report.finalize_reference = result.caps.finalize_reference
+            report.graph_capture = result.caps.graph
+            report.kernel_path, report.kernel_path_source = _loader.kernel_path()
             if query_device:
-                _query_device(result, report, finalize)
+                _query_device(result, report)
+            if report.cann_release is None:
+                report.cann_release, report.cann_release_source = release_from_files(result.home)
+            report.repeatable_executors = repeatable_executors()
         else:
             report.attempts = list(result.attempts)
             report.fix = result.fix
     except Exception as exc:
         report.notes.append(f"unexpected error while collecting: {type(exc).__name__}: {exc}")
-    if not os.environ.get("ASCEND_OPP_PATH"):
-        report.notes.append("ASCEND_OPP_PATH is not set: aclnn operators will fail with 561107 "
-                            "(source the toolkit's set_env.sh)")
+    if report.cann_found and report.kernel_path is None:
+        report.notes.append(report.kernel_path_source or "no kernel path")
     return report
 
 
@@ -218,12 +263,20 @@ def format_report(report: Report) -> str:
         out.append(f"  found at   {report.home or 'the system loader'} (via {report.source})")
         for role, label in (("rt", "runtime"), ("nnopbase", "nnopbase"), ("opapi", "op library")):
             out.append(f"  {label:10} {report.paths.get(role, '?')}")
-        out.append(f"  version    {report.cann_version or 'unknown'}")
+        release = report.cann_release or "unknown"
+        out.append(f"  release    {release}{f' ({report.cann_release_source})' if report.cann_release else ''}")
+        out.append(f"  ACL API    {report.acl_api_version or 'unknown'} (aclrtGetVersion)")
+        kernels = report.kernel_path or "none"
+        out.append(f"  kernels    {kernels} ({report.kernel_path_source})")
         out.append(f"  SoC        {report.soc_name or 'unknown'}")
         out.append(f"  devices    {'unknown' if report.device_count is None else report.device_count}")
         out.append("  entry points")
         for name, present in report.entry_points.items():
             out.append(f"    {name:34} {_yes(present)}")
+        accepted = {True: "accepted", False: "refused (phase 1 + phase 2 per call)", None: "not tried yet"}
+        out.append(f"    {'repeatable executor accepted':34} {accepted[report.repeatable_executors]}")
+        out.append(f"    {'aclFinalizeReference':34} {_yes(bool(report.finalize_reference))}")
+        out.append(f"    {'graph capture (aclmdlRICapture*)':34} {_yes(bool(report.graph_capture))}")
         others = [f"{k} {_yes(v)}" for k, v in report.caps.items() if k not in ("v2", "repeatable_executor")]
         out.append(f"  other symbols: {', '.join(others)}")
         if len(report.attempts) > 1:

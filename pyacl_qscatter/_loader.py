@@ -20,6 +20,15 @@ run time) are never loaded. Every required symbol is resolved at load time; opti
 :class:`Caps` flags. When nothing works, one :class:`~pyacl_qscatter.errors.CannNotFoundError` lists every
 place tried, why it failed and how to fix it.
 
+CANN's libraries carry no run path: their own dependencies (e.g. ``libascendcl.so`` needs the runtime's
+private libraries) resolve only through the ``LD_LIBRARY_PATH`` the toolkit's ``set_env.sh`` exports before
+Python starts. When a library fails to load because a dependency is missing, the error names it and the
+``set_env.sh`` found beside the toolkit (``<home>/set_env.sh``, ``<home>/../set_env.sh`` as in
+``ascend-toolkit/latest/..``, or ``<root>/ascend-toolkit/set_env.sh``).
+
+The kernels of aclnn operators are found through ``ASCEND_OPP_PATH``: when it is unset and ``<home>/opp``
+exists, loading sets it (before any aclnn call); `kernel_path` says what is in force and where it came from.
+
 A success is cached for the process. A failure is cached per value of the environment variables above, so
 repeated calls are cheap, yet setting ``ASCEND_HOME_PATH`` later triggers a fresh search.
 
@@ -34,6 +43,7 @@ import contextlib
 import ctypes
 import dataclasses
 import os
+import re
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
@@ -52,8 +62,10 @@ __all__ = [
     "Caps",
     "find",
     "is_available",
+    "kernel_path",
     "load",
     "search",
+    "set_env_script",
 ]
 
 ENV_VARS: tuple[str, ...] = ("PYACL_QSCATTER_CANN_HOME", "ASCEND_HOME_PATH", "ASCEND_TOOLKIT_HOME")
@@ -235,6 +247,46 @@ def _dladdr_path(function: Any) -> str | None:
     return None
 
 
+_NOT_FOUND = re.compile(r"([^\s:]+\.so[.\d]*): cannot open shared object file")
+
+
+def _missing_dependency(dlopen_error: str, name: str) -> str | None:
+    """The library a dlopen error says is missing, when it is not ``name`` itself (a missing dependency).
+
+    >>> _missing_dependency("libruntime.so: cannot open shared object file: No such file or directory",
+    ...                     "libascendcl.so")
+    'libruntime.so'
+    >>> _missing_dependency("libascendcl.so: cannot open shared object file", "libascendcl.so") is None
+    True
+    """
+    match = _NOT_FOUND.search(dlopen_error)
+    if match is None or os.path.basename(match.group(1)) == name:
+        return None
+    return os.path.basename(match.group(1))
+
+
+def set_env_script(home: str) -> str | None:
+    """The toolkit's ``set_env.sh`` beside ``home``: ``<home>/set_env.sh`` (CANN >= 8.5 layout),
+    ``<home>/../set_env.sh`` (``ascend-toolkit/latest``), or ``<root>/ascend-toolkit/set_env.sh``; None if none.
+
+    >>> set_env_script("/nonexistent/cann") is None
+    True
+    """
+    parent = os.path.dirname(os.path.abspath(home))
+    candidates = (os.path.join(home, "set_env.sh"), os.path.join(parent, "set_env.sh"),
+                  os.path.join(os.path.dirname(parent), "ascend-toolkit", "set_env.sh"))
+    return next((c for c in candidates if os.path.isfile(c)), None)
+
+
+def _source_hint(home: str) -> str:
+    script = set_env_script(home)
+    if script is None:
+        return (f"source the toolkit's set_env.sh before starting Python (none found beside {home}; looked for "
+                "set_env.sh in it, in its parent and in <root>/ascend-toolkit)")
+    return (f"source {script} before starting Python (`source {script} && python ...`); setting "
+            "LD_LIBRARY_PATH inside a running Python does not reach the loader")
+
+
 def _close(libs: Sequence[Any]) -> None:
     for lib in reversed(libs):
         with contextlib.suppress(Exception):  # best effort, after a failed attempt
@@ -266,6 +318,12 @@ def _try_place(where: str, home: str | None) -> tuple[Cann | None, str]:
                 lib = _FFI.dlopen(target, _DLFLAGS)
             except OSError as exc:
                 text = str(exc).removeprefix(f"cannot load library '{target}': ")
+                dependency = _missing_dependency(text, name)
+                if dependency is not None and home is not None:
+                    _close(opened)
+                    return None, (f"{name}: dlopen failed: {text}. {name} needs {dependency}, which CANN's libraries "
+                                  "find only through LD_LIBRARY_PATH (they carry no run path): "
+                                  f"{_source_hint(home)}")
                 reasons.append(f"{name}: dlopen failed: {text}")
                 continue
             opened.append(lib)
@@ -369,6 +427,9 @@ def search(
         attempts.append((label, why))
         if cann is not None:
             return dataclasses.replace(cann, attempts=tuple(attempts))
+    dependency = next((why for _, why in attempts if "carry no run path" in why), None)
+    if dependency is not None:  # a toolkit is there; only its environment is missing
+        return CannNotFoundError(attempts, dependency.rpartition("(they carry no run path): ")[2])
     return CannNotFoundError(attempts, FIX)
 
 
@@ -377,27 +438,45 @@ def search(
 _lock = threading.Lock()
 _loaded: Cann | None = None
 _failures: dict[tuple[str | None, ...], CannNotFoundError] = {}
-_warned_opp = False
+_kernel_origin: str | None = None
 
 
 def _env_key() -> tuple[str | None, ...]:
     return tuple(os.environ.get(var) for var in ENV_VARS)
 
 
-def _warn_missing_opp(cann: Cann) -> None:
-    global _warned_opp
-    if _warned_opp or os.environ.get("ASCEND_OPP_PATH"):
+def _set_kernel_path(cann: Cann) -> None:
+    """Before the first aclnn call: set ASCEND_OPP_PATH from the toolkit found when it is unset (aclnn finds
+    its kernels through it: 561107 without), and remember where the value came from."""
+    global _kernel_origin
+    if os.environ.get("ASCEND_OPP_PATH"):
+        _kernel_origin = "environment"
         return
-    _warned_opp = True
-    hint = ""
     if cann.home is not None and os.path.isdir(os.path.join(cann.home, "opp")):
-        hint = f" (here: export ASCEND_OPP_PATH={os.path.join(cann.home, 'opp')})"
-    warnings.warn(
-        "ASCEND_OPP_PATH is not set: aclnn operators cannot find their kernels and fail with 561107 "
-        f"(ACLNN_ERR_INNER_OPP_PATH_NOT_FOUND). Source the toolkit's set_env.sh{hint}.",
-        RuntimeWarning,
-        stacklevel=3,
-    )
+        os.environ["ASCEND_OPP_PATH"] = os.path.join(cann.home, "opp")
+        _kernel_origin = f"set by pyacl_qscatter from the toolkit found ({cann.home}/opp)"
+        return
+    _kernel_origin = None
+    warnings.warn(kernel_path()[1], RuntimeWarning, stacklevel=3)
+
+
+def kernel_path() -> tuple[str | None, str]:
+    """(ASCEND_OPP_PATH in force, where it came from) when it names a directory, else (None, why not).
+
+    >>> path, why = kernel_path()
+    >>> path is None or isinstance(why, str)
+    True
+    """
+    value = os.environ.get("ASCEND_OPP_PATH")
+    if value and os.path.isdir(value):
+        return value, _kernel_origin or "environment"
+    home = _loaded.home if _loaded is not None else None
+    found = f"; the toolkit at {home} has no opp directory either" if home is not None else ""
+    if value:
+        return None, (f"no kernel path: ASCEND_OPP_PATH={value} is not a directory, so aclnn operators fail with "
+                      "561107 (ACLNN_ERR_INNER_OPP_PATH_NOT_FOUND); source the toolkit's set_env.sh")
+    return None, (f"no kernel path: ASCEND_OPP_PATH is not set{found}, so aclnn operators fail with 561107 "
+                  "(ACLNN_ERR_INNER_OPP_PATH_NOT_FOUND); source the toolkit's set_env.sh")
 
 
 def load() -> Cann:
@@ -422,7 +501,7 @@ def load() -> Cann:
             result = search()
             if isinstance(result, Cann):
                 _loaded = result
-                _warn_missing_opp(result)
+                _set_kernel_path(result)
                 return result
             _failures[key] = failure = result
     raise CannNotFoundError(failure.attempts, failure.fix)  # a fresh instance: no traceback build-up

@@ -21,6 +21,8 @@ STATUS: dict[int, Status] = {
                    "where device memory is expected, or an extent outside its allocation)"),
     107001: Status("ACL_ERROR_RT_INVALID_DEVICEID", "no device has that id; check aclrtGetDeviceCount"),
     107002: Status("ACL_ERROR_RT_CONTEXT_NULL", "this thread has no current context: set a device first"),
+    107003: Status("ACL_ERROR_RT_STREAM_CONTEXT", "the stream belongs to a context that is not current on this "
+                   "thread"),
     200000: Status("ACL_ERROR_BAD_ALLOC", "host or device allocation failed"),
     200001: Status("ACL_ERROR_API_NOT_SUPPORT", "this API is not supported by the installed CANN or SoC"),
     200002: Status("ACL_ERROR_INVALID_DEVICE", "the device is invalid or unavailable"),
@@ -35,7 +37,22 @@ STATUS: dict[int, Status] = {
     507014: Status("ACL_ERROR_RT_AICORE_TIMEOUT", "a kernel timed out on the AI Core"),
     507015: Status("ACL_ERROR_RT_AICORE_EXCEPTION", "a kernel faulted on the AI Core (out-of-bounds access, "
                    "use of freed memory)"),
+    507016: Status("ACL_ERROR_RT_AICORE_TRAP_EXCEPTION", "a kernel hit a trap on the AI Core"),
+    507034: Status("ACL_ERROR_RT_VECTOR_CORE_TIMEOUT", "a kernel timed out on the vector core"),
+    507035: Status("ACL_ERROR_RT_VECTOR_CORE_EXCEPTION", "a kernel faulted on the vector core (out-of-bounds "
+                   "access, use of freed memory)"),
+    507036: Status("ACL_ERROR_RT_VECTOR_CORE_TRAP_EXCEPTION", "a kernel hit a trap on the vector core"),
+    507042: Status("ACL_ERROR_RT_AICORE_TRAP_READ_OVERFLOW", "a kernel read out of bounds on the AI Core"),
+    507043: Status("ACL_ERROR_RT_AICORE_TRAP_WRITE_OVERFLOW", "a kernel wrote out of bounds on the AI Core"),
+    507044: Status("ACL_ERROR_RT_VECTOR_CORE_TRAP_READ_OVERFLOW", "a kernel read out of bounds on the vector "
+                   "core"),
+    507045: Status("ACL_ERROR_RT_VECTOR_CORE_TRAP_WRITE_OVERFLOW", "a kernel wrote out of bounds on the vector "
+                   "core"),
     507046: Status("ACL_ERROR_RT_STREAM_SYNC_TIMEOUT", "waiting for the stream timed out"),
+    507053: Status("ACL_ERROR_RT_DEVICE_MEM_ERROR", "device memory error: the device must be reset"),
+    507054: Status("ACL_ERROR_RT_HBM_MULTI_BIT_ECC_ERROR", "multi-bit ECC error in HBM: the device must be reset"),
+    507055: Status("ACL_ERROR_RT_SUSPECT_DEVICE_MEM_ERROR", "suspected device memory error: the device must be "
+                   "reset"),
     161001: Status("ACLNN_ERR_PARAM_NULLPTR", "a required tensor was NULL"),
     161002: Status("ACLNN_ERR_PARAM_INVALID", "the operator rejected its arguments (dtype, rank, "
                    "SoC support)"),
@@ -50,6 +67,13 @@ STATUS: dict[int, Status] = {
 }
 
 ACLNN_CODES = frozenset(code for code, s in STATUS.items() if s.name.startswith("ACLNN_"))
+
+# Device faults (hicann/runtime rt_error_codes.h). Kernel faults: in CANN's default mode
+# (ACL_CONTINUE_ON_FAILURE) reported at one synchronisation, then cleared. Device-level faults: the device
+# refuses every later call until it is reset.
+KERNEL_FAULT_CODES = frozenset({507014, 507015, 507016, 507034, 507035, 507036, 507042, 507043, 507044, 507045})
+DEVICE_FAULT_CODES = frozenset({507053, 507054, 507055})
+FAULT_CODES = KERNEL_FAULT_CODES | DEVICE_FAULT_CODES
 
 # Runtime allocation failures; surfaced as MemoryError subclasses.
 ALLOCATION_CODES = frozenset({200000, 207001, 207018})

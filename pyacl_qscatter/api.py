@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Union, cast
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
@@ -20,6 +20,7 @@ __all__ = ["npu_quant_scatter", "npu_quant_scatter_", "quant_scatter", "quant_sc
 
 Array = np.ndarray[Any, Any]
 SelfArray = Union[Array, "DeviceArray"]
+_npu: Any = None  # the npu module once a device call loaded it (the NumPy path never imports it)
 
 
 def _host_self(self: object, inplace: bool) -> Array:
@@ -42,9 +43,11 @@ def _device_call(self: Any, indices: Any, updates: Any, quant_scales: Any, quant
                  quant_axis: int, reduce: str, backend: str | None, inplace: bool, stream: Any,
                  check_indices: bool) -> DeviceArray:
     """Device-resident call: no dtype conversion (inputs must already have CANN's dtypes)."""
+    global _npu
     from . import npu
     from .runtime import Stream
 
+    _npu = npu  # device modules are loaded now: quant_scatter_ may take the steady state's short way
     if backend not in (None, "npu"):
         raise InvalidValueError("backend", "backend", f"device arrays run on backend 'npu', got {backend!r}")
     if not _is_device(self):
@@ -58,8 +61,8 @@ def _device_call(self: Any, indices: Any, updates: Any, quant_scales: Any, quant
         except TypeError:
             want = "the str 'update'" if name == "reduce" else "an int"
             raise InvalidDtypeError(name, name, f"must be {want}, got {type(value).__name__}") from None
-    # Host operands become arrays here, so a bad one is a contract error; the device path keeps them alive
-    # until their asynchronous copies have run (npu._Staging).
+    # Host operands become arrays here, so a bad one is a contract error; the device path stages their bytes
+    # in pinned memory, so they may be reused as soon as the call returns (_prepared, _transfer).
     indices, updates, quant_scales = (_device_operand(v, n) for v, n in (
         (indices, "indices"), (updates, "updates"), (quant_scales, "quant_scales")))
     if quant_zero_points is not None:
@@ -145,14 +148,11 @@ def quant_scatter_(
     >>> out is cache, int(cache[0, 3, 0]), int(cache[1, 0, 0])
     (True, 3, 3)
     """
-    if (not check_indices and backend is None and type(self).__name__ == "DeviceArray" and type(axis) is int
-            and type(quant_axis) is int and type(reduce) is str):
-        # Steady state of a device-resident call: the same arrays as a prepared call (see npu.prepared_key).
-        call = cast(Any, self)._prepared.get((id(indices), id(updates), id(quant_scales), id(quant_zero_points),
-                                              axis, quant_axis, reduce, id(stream)))
-        if call is not None and not call.dead:
-            call.run()
-            return self
+    npu = _npu
+    if (npu is not None and backend in (None, "npu") and type(self) is npu.DeviceArray
+            and npu.run_prepared(self, indices, updates, quant_scales, quant_zero_points, axis, quant_axis, reduce,
+                                 stream, check_indices)):
+        return self  # the steady state of a device call: a prepared call for these layouts ran
     if any(_is_device(v) for v in (self, indices, updates, quant_scales, quant_zero_points)):
         return _device_call(self, indices, updates, quant_scales, quant_zero_points, axis, quant_axis, reduce,
                             backend, True, stream, check_indices)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from ._status import ACLNN_CODES, ALLOCATION_CODES, STATUS, status_name
+from ._status import ACLNN_CODES, ALLOCATION_CODES, DEVICE_FAULT_CODES, FAULT_CODES, STATUS, status_name
 
 __all__ = [
     "AclnnArgumentError",
@@ -18,6 +19,8 @@ __all__ = [
     "CannStateError",
     "CannUsageError",
     "ContractError",
+    "DeviceFaultError",
+    "ForkedProcessError",
     "InvalidDtypeError",
     "InvalidValueError",
     "QScatterError",
@@ -142,12 +145,45 @@ class CannInternalError(CannError):
     """Status class 5 (or unknown): an internal failure in CANN or on the device."""
 
 
+class DeviceFaultError(CannInternalError):
+    """The device reported a fault (a kernel's AI Core / vector core fault, 5070xx, or a device-level memory
+    fault, 507053-507055): what the failed work wrote is undefined. ``sticky`` is True when the device
+    refuses all work until `Device.reset()` (a device-level fault, or CANN's stop-on-failure mode)."""
+
+    def __init__(self, function: str, code: int, cann_message: str | None = None, *, sticky: bool = False) -> None:
+        self.sticky = bool(sticky or code in DEVICE_FAULT_CODES)
+        super().__init__(function, code, cann_message)
+
+    def __reduce__(self) -> tuple[Any, tuple[str, int, str | None, bool]]:  # type: ignore[override]
+        return _device_fault, (self.function, self.code, self.cann_message or None, self.sticky)
+
+    def _format(self) -> str:
+        text = super()._format()
+        head, _, rest = text.partition("\n")
+        head += ". What the failed work wrote is undefined"
+        if self.sticky:
+            head += "; the device refuses all work until it is reset (Device.reset())"
+        return head + ("\n" + rest if rest else "")
+
+
+def _device_fault(function: str, code: int, cann_message: str | None, sticky: bool) -> DeviceFaultError:
+    return DeviceFaultError(function, code, cann_message, sticky=sticky)
+
+
+class ForkedProcessError(QScatterError, RuntimeError):
+    """Device use in a child made by ``fork`` after the parent used the device: ACL does not support it."""
+
+
 class AclnnError(CannError):
     """An aclnn operator status (161xxx, 361xxx, 561xxx), apart from the runtime's codes."""
 
 
 class AclnnArgumentError(AclnnError, ValueError):
     """aclnn 161xxx: the operator rejected its arguments."""
+
+
+fault_hook: Callable[[DeviceFaultError], None] | None = None
+"""Called with every `DeviceFaultError` `cann_error` builds (the device layer notes which device stopped)."""
 
 
 def cann_error(function: str, code: int, cann_message: str | None = None) -> CannError:
@@ -162,7 +198,9 @@ def cann_error(function: str, code: int, cann_message: str | None = None) -> Can
     except (TypeError, ValueError, OverflowError):
         code = -1
     cls: type[CannError]
-    if code in ACLNN_CODES or 161000 <= code < 162000 or 361000 <= code < 362000 or 561000 <= code < 562000:
+    if code in FAULT_CODES:
+        cls = DeviceFaultError
+    elif code in ACLNN_CODES or 161000 <= code < 162000 or 361000 <= code < 362000 or 561000 <= code < 562000:
         cls = AclnnArgumentError if 161000 <= code < 162000 else AclnnError
     elif code in ALLOCATION_CODES:
         cls = CannOutOfMemoryError
@@ -172,4 +210,7 @@ def cann_error(function: str, code: int, cann_message: str | None = None) -> Can
         )
     if not isinstance(cann_message, str):
         cann_message = None
-    return cls(function, code, cann_message)
+    error = cls(function, code, cann_message)
+    if fault_hook is not None and isinstance(error, DeviceFaultError):
+        fault_hook(error)
+    return error

@@ -2,9 +2,13 @@
 
 Cached blocks are kept per (device, stream): work on one stream runs in order, so a block released after
 work was queued on its stream can be handed to later work on that same stream without waiting. A block
-used on another stream is released only after that stream is synchronised. Steady-state calls therefore
-never reach aclrtMalloc or aclrtFree (aclrtFree does not wait for queued work, so it runs only after a
-synchronisation).
+used on another stream is ordered on the device with fences (``aclrtStreamWaitEvent``): the other
+stream's first use waits for the block's own stream, and the block's release makes its own stream wait
+for the others. Steady-state calls therefore never reach aclrtMalloc or aclrtFree, and never make the
+host wait (aclrtFree does not wait for queued work, so it runs only after a synchronisation).
+
+Sizes are rounded finely (`pinned.round_size`: 512-byte steps below 1 MiB, 1 MiB steps above), and the
+bytes cached but free are capped (`CachingAllocator.cache_limit`, default `DEFAULT_CACHE_LIMIT`).
 """
 
 from __future__ import annotations
@@ -14,30 +18,45 @@ import math
 import threading
 import weakref
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
-from . import _calls
+from . import _calls, _transfer
+from ._fences import fences_for
 from .dtypes import ACL_DTYPE, dtype_name
 from .errors import CannError, CannOutOfMemoryError, InvalidDtypeError, InvalidValueError
-from .runtime import ARRAYS, CACHES, Device, Stream, _activate, call_each, close_all, is_open_stream, track
+from .pinned import pinned_pool, round_size
+from .runtime import (
+    ARRAYS,
+    CACHES,
+    Device,
+    Stream,
+    call_each,
+    close_all,
+    is_open_stream,
+    track,
+    use_device,
+)
 
-__all__ = ["CachingAllocator", "DeviceArray", "allocator_for"]
+__all__ = ["DEFAULT_CACHE_LIMIT", "CachingAllocator", "DeviceArray", "allocator_for", "on_empty_cache"]
 
 H2D, D2H, D2D = 1, 2, 3
 ACL_FORMAT_ND = 2
-_MIN_BLOCK = 512
+DEFAULT_CACHE_LIMIT = 1 << 30  # bytes of free blocks a device's allocator keeps for reuse
 
 
-def _size_class(nbytes: int) -> int:
-    """Round up so that similar sizes share cached blocks: powers of two up to 64 MiB, then 2 MiB steps."""
-    n = max(nbytes, _MIN_BLOCK)
-    if n <= 64 << 20:
-        return 1 << (n - 1).bit_length()
-    step = 2 << 20
-    return -(-n // step) * step
+_empty_cache_hooks: list[Callable[[int], None]] = []
+
+
+def on_empty_cache(hook: Callable[[int], None]) -> None:
+    """Have ``hook(device_id)`` release what a layer above keeps for reuse on that device whenever
+    `CachingAllocator.empty_cache` runs (before the cache is taken).
+
+    >>> on_empty_cache(lambda device_id: None)
+    """
+    _empty_cache_hooks.append(hook)
 
 
 class Block:
@@ -52,18 +71,19 @@ class Block:
 
     def use_on(self, stream: int) -> None:
         """Record that work on ``stream`` uses this block. The first time for a stream other than the one it
-        is cached for, wait for that one: work a previous owner queued there may still touch the memory.
+        is cached for, order that stream after the work queued so far on the block's own stream (a fence
+        it waits for on the device; a host wait where the toolkit has no ``aclrtStreamWaitEvent``): a
+        previous owner's queued work may still touch the memory.
 
         >>> block.use_on(other_stream.handle)  # doctest: +SKIP
         """
         if stream != self.stream and stream not in self.streams:
-            _activate(self.device_id)
-            _calls.synchronize_stream(self.stream)
+            fences_for(self.device_id).order(stream, self.stream)
             self.streams.add(stream)
 
 
 class CachingAllocator:
-    """Per-device cache of device blocks keyed by (stream, size class).
+    """Per-device cache of device blocks keyed by (stream, size).
 
     The lock is re-entrant and nothing is allocated while it is held: a garbage-collected array's
     finalizer may release a block on this very thread in the middle of `alloc`.
@@ -77,7 +97,33 @@ class CachingAllocator:
         self._lock = threading.RLock()
         self._free: defaultdict[tuple[int, int], list[int]] = defaultdict(list)
         self.cached_bytes = 0
+        self.in_use_bytes = 0
+        self.peak_bytes = 0
         self.mallocs = 0  # aclrtMalloc calls made, for the benchmark's mallocs_per_call
+        self.cache_limit = DEFAULT_CACHE_LIMIT
+
+    def stats(self) -> dict[str, int]:
+        """The allocator's figures, in bytes except the count: ``in_use_bytes`` (blocks handed out),
+        ``cached_bytes`` (free blocks kept for reuse), ``peak_bytes`` (the most device memory the allocator
+        held at once, in use plus cached), ``allocations`` (aclrtMalloc calls made).
+
+        >>> sorted(allocator_for(0).stats())  # doctest: +SKIP
+        ['allocations', 'cached_bytes', 'in_use_bytes', 'peak_bytes']
+        """
+        with self._lock:
+            return {"in_use_bytes": self.in_use_bytes, "cached_bytes": self.cached_bytes,
+                    "peak_bytes": self.peak_bytes, "allocations": self.mallocs}
+
+    def set_cache_limit(self, nbytes: int) -> None:
+        """Keep at most ``nbytes`` of free blocks cached (default `DEFAULT_CACHE_LIMIT`, 1 GiB); blocks
+        beyond it are freed once the streams they are cached for are idle. 0 caches nothing.
+
+        >>> allocator_for(0).set_cache_limit(256 << 20)  # doctest: +SKIP
+        """
+        if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 0:
+            raise InvalidValueError("cache_limit", "nbytes", f"must be a non-negative int, got {nbytes!r}")
+        self.cache_limit = nbytes
+        self._trim()
 
     def alloc(self, nbytes: int, stream: int) -> Block:
         """A block of at least ``nbytes`` for work on ``stream``; on a device allocation failure, free the
@@ -86,7 +132,7 @@ class CachingAllocator:
         >>> allocator_for(0).alloc(4096, Device(0).stream.handle).size  # doctest: +SKIP
         4096
         """
-        size = _size_class(nbytes)
+        size = round_size(nbytes)
         ptr = None
         with self._lock:
             bucket = self._free.get((stream, size))
@@ -94,32 +140,76 @@ class CachingAllocator:
                 self.cached_bytes -= size
                 ptr = bucket.pop()
         if ptr is None:
-            _activate(self.device_id)
-            try:
-                ptr = _calls.malloc(size)
-            except CannOutOfMemoryError:
-                self.empty_cache()
-                ptr = _calls.malloc(size)
+            with use_device(self.device_id):
+                try:
+                    ptr = _calls.malloc(size)
+                except CannOutOfMemoryError:
+                    self.empty_cache()
+                    ptr = _calls.malloc(size)
             self.mallocs += 1
+        with self._lock:
+            self.in_use_bytes += size
+            self.peak_bytes = max(self.peak_bytes, self.in_use_bytes + self.cached_bytes)
         return Block(ptr, size, self.device_id, stream)
 
     def release(self, block: Block) -> None:
-        """Return a block to the cache of its stream, after waiting for the other open streams that used it
-        (work queued there may still touch it; a closed stream has finished everything).
+        """Return a block to the cache of its stream, after ordering that stream behind the other open
+        streams that used it (on the device: work queued there may still touch it; a closed stream has
+        finished everything). A block whose own stream is gone is freed once the device is idle.
 
         >>> allocator_for(0).release(block)  # doctest: +SKIP
         """
         others = [s for s in block.streams if s != block.stream and is_open_stream(s)]
+        if not is_open_stream(block.stream):
+            with use_device(self.device_id):
+                for other in others:
+                    _calls.synchronize_stream(other)
+                with self._lock:
+                    self.in_use_bytes -= block.size
+                _calls.free(block.ptr)  # its own stream finished everything when it was closed
+            return
         if others:
-            _activate(self.device_id)
+            fences = fences_for(self.device_id)
             for other in others:
-                _calls.synchronize_stream(other)
+                fences.order(block.stream, other)
         with self._lock:
             self._free[(block.stream, block.size)].append(block.ptr)
             self.cached_bytes += block.size
+            self.in_use_bytes -= block.size
+            over = self.cached_bytes > self.cache_limit
+        if over:
+            self._trim()
+
+    def _trim(self) -> None:
+        """Free cached blocks, largest first, until the cache fits its limit; each after its stream is idle."""
+        with self._lock:
+            taken: list[tuple[int, int, int]] = []
+            excess = self.cached_bytes - self.cache_limit
+            for (stream, size) in sorted(self._free, key=lambda k: -k[1]):
+                bucket = self._free[stream, size]
+                while bucket and excess > 0:
+                    taken.append((stream, size, bucket.pop()))
+                    excess -= size
+                    self.cached_bytes -= size
+        if not taken:
+            return
+        with use_device(self.device_id):
+            for stream in {s for s, _, _ in taken}:
+                if is_open_stream(stream):
+                    _calls.synchronize_stream(stream)
+            call_each(_calls.free, [p for _, _, p in taken])
+
+    def holds_stream(self, stream: int) -> bool:
+        """True when blocks are cached for ``stream``.
+
+        >>> allocator_for(0).holds_stream(stream.handle)  # doctest: +SKIP
+        False
+        """
+        with self._lock:
+            return any(k[0] == stream and bucket for k, bucket in self._free.items())
 
     def drop_stream(self, stream: int) -> None:
-        """Free the blocks cached for a stream that is being destroyed (the caller synchronised it).
+        """Free the blocks cached for a stream whose work has all run (the caller synchronised it).
 
         >>> allocator_for(0).drop_stream(stream.handle)  # doctest: +SKIP
         """
@@ -127,29 +217,50 @@ class CachingAllocator:
             keys = [k for k in self._free if k[0] == stream]
             taken = [(p, k[1]) for k in keys for p in self._free.pop(k)]
             self.cached_bytes -= sum(size for _, size in taken)
-        _activate(self.device_id)
-        call_each(_calls.free, [p for p, _ in taken])
+        if taken:
+            with use_device(self.device_id):
+                call_each(_calls.free, [p for p, _ in taken])
 
     def empty_cache(self) -> None:
-        """Free every cached block: take them off the cache, wait for the device, then free them (a block
-        released meanwhile stays cached, since aclrtFree does not wait for queued work).
+        """Free every cached block and the device's pinned staging buffers and fences: take them off the
+        cache, wait for the device, then free them (a block released meanwhile stays cached, since aclrtFree
+        does not wait for queued work).
 
         >>> allocator_for(0).empty_cache()  # doctest: +SKIP
         """
+        for hook in _empty_cache_hooks:
+            hook(self.device_id)
         with self._lock:
             taken = [(key, p) for key, bucket in self._free.items() for p in bucket]
             self._free.clear()
             self.cached_bytes = 0
         try:
-            _activate(self.device_id)
-            _calls.synchronize_device()
+            with use_device(self.device_id):
+                _calls.synchronize_device()
         except BaseException:  # not known to be idle: keep them cached (a stream's teardown frees its own)
             with self._lock:
                 for key, p in taken:
                     self._free[key].append(p)
                     self.cached_bytes += key[1]
             raise
-        call_each(_calls.free, [p for _, p in taken])  # the device was synchronised
+        try:
+            with use_device(self.device_id):
+                call_each(_calls.free, [p for _, p in taken])  # the device was synchronised
+        finally:
+            pinned_pool(self.device_id).drain()
+
+    def abandon(self) -> None:
+        """For `Device.reset` of a stopped device, which runs no more queued work: free every cached block
+        without waiting for the device (a wait would only return the fault again).
+
+        >>> allocator_for(0).abandon()  # doctest: +SKIP
+        """
+        with self._lock:
+            taken = [p for bucket in self._free.values() for p in bucket]
+            self._free.clear()
+            self.cached_bytes = 0
+        with use_device(self.device_id):
+            call_each(_calls.free, taken)
 
 
 _allocators: dict[int, CachingAllocator] = {}
@@ -302,15 +413,17 @@ class DeviceArray:
         if nbytes:
             with close_on_error(arr):
                 s = arr.device.stream if stream is None else stream
-                _activate(arr.device.id)
-                _calls.memset_async(arr.ptr, arr.storage * arr.dtype.itemsize, 0, nbytes, s.handle)
+                with use_device(arr.device.id, s.context):
+                    _calls.memset_async(arr.ptr, arr.storage * arr.dtype.itemsize, 0, nbytes, s.handle)
                 if stream is None:
                     s.synchronize()
         return arr
 
     @classmethod
     def from_numpy(cls, a: Any, *, device: Device | int | None = None, stream: Stream | None = None) -> DeviceArray:
-        """Copy a NumPy array to the device (the copy has finished when this returns).
+        """Copy a NumPy array to the device through pinned memory. Without ``stream`` the copy has finished
+        when this returns; with one it is queued there and this returns without waiting (``a`` may be
+        reused at once: its bytes were staged).
 
         >>> d = DeviceArray.from_numpy(np.ones((2, 32), np.int8))  # doctest: +SKIP
         """
@@ -338,6 +451,9 @@ class DeviceArray:
                                     f"with a non-negative offset, got {st} and {offset}")
         if not isinstance(ptr, int) or isinstance(ptr, bool) or ptr <= 0:
             raise InvalidValueError("ptr", "ptr", f"must be a non-NULL device address (int), got {ptr!r}")
+        if ptr % 32:  # aclCreateTensor's documented requirement; CANN itself does not check (undefined results)
+            raise InvalidValueError("alignment", "ptr", f"must be 32-byte aligned, as aclCreateTensor requires "
+                                    f"(wrap the allocation's start and pass offset=), got 0x{ptr:x}")
         return cls(ptr, shp, dt, st, offset, dev, _extent(shp, st, offset), None, owner)
 
     # -------------------------------------------------------------------------------------- properties
@@ -470,53 +586,48 @@ class DeviceArray:
 
     def to_numpy(self, out: np.ndarray[Any, Any] | None = None, *, stream: Stream | None = None
                  ) -> np.ndarray[Any, Any]:
-        """Copy to the host (waiting for queued work first: the whole device, or just ``stream``).
+        """Copy to the host, after the work queued before: on the whole device, or on ``stream`` only.
+
+        Only the view's own bytes move (its contiguous runs, each copy starting at a 64-byte aligned
+        address, through pinned memory; see ``_transfer``). An ``out`` from `pinned_empty` receives a
+        contiguous, aligned array without staging.
 
         >>> d.to_numpy().dtype  # doctest: +SKIP
         dtype('int8')
         """
         self._check_open()
-        lo = self.offset
-        extent = _extent(self.shape, self.element_strides, self.offset) - lo
-        staging = np.empty(max(extent, 0), self.dtype)
-        _activate(self.device.id)
-        if stream is None:
-            _calls.synchronize_device()
-        if extent > 0:
-            s = self.device.stream if stream is None else stream
-            self._use_on(s)
-            _calls.memcpy_async(_calls.buffer_address(staging, writable=True), staging.nbytes,
-                                self.ptr + lo * self.dtype.itemsize, staging.nbytes, D2H, s.handle)
-            s.synchronize()
-        item = self.dtype.itemsize
-        result = np.lib.stride_tricks.as_strided(staging, self.shape, tuple(s * item for s in self.element_strides))
-        if out is None:
-            return result.copy()
-        if out.shape != self.shape or out.dtype != self.dtype or not out.flags.writeable:
+        if out is not None and (out.shape != self.shape or out.dtype != self.dtype or not out.flags.writeable):
             raise InvalidValueError("out", "out", f"must be a writable array of shape {self.shape} and dtype "
                                     f"{dtype_name(self.dtype)}, got {out.shape} {dtype_name(out.dtype)} "
                                     f"(writable: {out.flags.writeable})")
-        np.copyto(out, result)
-        return out
+        s = self.device.stream if stream is None else stream
+        if stream is None and self.nbytes:
+            with use_device(self.device.id):
+                _calls.synchronize_device()
+        self._use_on(s)
+        return _transfer.download(self, s, out)
 
     def copy_from(self, host: Any, *, stream: Stream | None = None) -> DeviceArray:
-        """Overwrite this contiguous array with a host array of the same shape and dtype; return self.
-        The copy is queued on ``stream`` (default: the device's package stream), after the work already
-        there, and has finished when this returns.
+        """Overwrite this array (or view) with a host array of the same shape and dtype; return self.
 
-        >>> d_updates.copy_from(next_rows)  # doctest: +SKIP
+        The bytes are staged in pinned memory and the copy is queued on ``stream`` after the work already
+        there. Without ``stream`` (the device's package stream) the copy has finished when this returns;
+        with one, this returns at once, and ``host`` may be reused (a `pinned_empty` array is copied
+        without staging: it is read when the stream gets there, so do not write it before). Only the
+        view's bytes are written; a view whose runs do not start at 64-byte aligned addresses is written
+        synchronously (after waiting for the stream), since CANN's asynchronous copies need aligned ones.
+
+        >>> d_updates.copy_from(next_rows, stream=s)  # doctest: +SKIP
         """
         self._check_open()
-        data = np.ascontiguousarray(host)
-        if data.shape != self.shape or data.dtype != self.dtype or not self.is_contiguous:
+        data = host if isinstance(host, np.ndarray) and host.flags.c_contiguous else np.ascontiguousarray(host)
+        if data.shape != self.shape or data.dtype != self.dtype:
             raise InvalidValueError("host", "host", f"must have shape {self.shape} and dtype {dtype_name(self.dtype)}"
-                                    f" into a contiguous array, got {data.shape} {dtype_name(data.dtype)}")
+                                    f", got {data.shape} {dtype_name(data.dtype)}")
         s = self.device.stream if stream is None else stream
         if data.nbytes:
-            _activate(self.device.id)
             self._use_on(s)
-            _calls.memcpy_async(self.data_ptr, data.nbytes, _calls.buffer_address(data), data.nbytes, H2D, s.handle)
-            s.synchronize()  # the host buffer must outlive the copy
+            _transfer.upload(self, data, s, wait=stream is None)
         return self
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray[Any, Any]:

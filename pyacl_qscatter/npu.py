@@ -9,20 +9,22 @@ the real ``self`` asynchronously on a stream.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from typing import Any
 
 import numpy as np
 
-from . import _calls, _loader, reference
+from . import _calls, _loader, _prepared, reference
+from ._host_calls import forget, host_call
 from ._prepared import Prepared
-from .contract import Plan, check_arguments, check_indices
-from .errors import CannError, InvalidValueError, QScatterError
-from .memory import D2D, D2H, H2D, DeviceArray, close_on_error
-from .runtime import Device, Stream, _activate, close_all, ensure_runtime
+from .contract import Plan, Product, check_arguments, check_indices
+from .errors import InvalidValueError, QScatterError
+from .graph import GraphCaptureError, capturing
+from .memory import D2D, DeviceArray, close_on_error
+from .runtime import Device, Stream, ensure_runtime, use_device
 
-__all__ = ["copy_device", "last_status_failure", "launch", "npu_status", "run_device", "run_host"]
+__all__ = ["copy_device", "last_status_failure", "launch", "npu_status", "run_device", "run_host",
+           "run_prepared"]
 
 Array = np.ndarray[Any, Any]
 _status_lock = threading.Lock()
@@ -42,6 +44,9 @@ def npu_status() -> tuple[bool, str]:
     ok, why = _loader.is_available()
     if not ok:
         return False, why
+    kernels, why_not = _loader.kernel_path()
+    if kernels is None:  # every aclnn call would fail with 561107: the automatic choice falls back to cpu
+        return False, f"CANN loaded but {why_not}"
     with _status_lock:
         try:
             cann = ensure_runtime()
@@ -67,183 +72,132 @@ def last_status_failure() -> BaseException | None:
     return error
 
 
-def launch(plan: Plan, arrays: tuple[DeviceArray | None, ...], stream: Stream) -> None:
-    """Queue one checked call on ``stream`` and release what it prepared (its workspace goes back to the
-    stream's cache, where only later work on the same stream can reuse it).
+def launch(plan: Plan, operands: tuple[Any, ...], stream: Stream, check_index_values: bool = False) -> None:
+    """Queue one checked call on ``stream`` and release what it prepared (its host-operand buffers go back
+    to the stream's cache, where only later work on the same stream can reuse them).
 
     >>> launch(plan, (s, i, u, sc, None), Device(0).stream)  # doctest: +SKIP
     """
-    call = Prepared(plan, arrays, stream, reuse=False)
+    call = Prepared(plan, operands, stream)
     try:
-        call.run()
+        call(operands, check_index_values)
     finally:
         call.close()
 
 
-class _Staging:
-    """Device blocks for the host inputs and outputs of one call, and the host arrays the queued copies
-    read or write: all held until the stream has run those copies, then released together."""
+_plans: dict[tuple[Any, ...], Plan] = {}  # the contract's verdict per layout: it looks at shapes and dtypes only
+MAX_PLANS = 64
 
-    def __init__(self, device: Device, stream: Stream) -> None:
-        self.device, self.stream = device, stream
-        self.arrays: list[DeviceArray] = []
-        self.hosts: list[Array] = []
-        self.pending = False
 
-    def empty(self, shape: tuple[int, ...], dtype: Any) -> DeviceArray:
-        arr = DeviceArray.empty(shape, dtype, device=self.device, stream=self.stream)
-        self.arrays.append(arr)
-        return arr
-
-    def upload(self, value: Any) -> DeviceArray:
-        host = np.ascontiguousarray(value)
-        arr = self.empty(host.shape, host.dtype)
-        if host.nbytes:
-            self.hosts.append(host)  # the copy reads it when the stream gets there
-            self.pending = True
-            _calls.memcpy_async(arr.ptr, arr.storage * arr.dtype.itemsize, _calls.buffer_address(host),
-                                host.nbytes, H2D, self.stream.handle)
-        return arr
-
-    def download(self, arr: DeviceArray, host: Array) -> None:
-        self.hosts.append(host)
-        self.pending = True
-        _calls.memcpy_async(_calls.buffer_address(host, writable=True), host.nbytes, arr.data_ptr, host.nbytes, D2H,
-                            self.stream.handle)
-
-    def wait(self) -> None:
-        self.stream.synchronize()
-        self.pending = False
-        self.hosts.clear()
-
-    def close(self) -> None:
-        """Release everything; if copies may still be queued (a failure interrupted the call), wait first."""
-        try:
-            if self.pending:
-                with contextlib.suppress(CannError):  # the failure being raised already reports this stream
-                    self.stream.synchronize()
-        finally:
-            self.hosts.clear()
-            close_all(self.arrays)
+def _checked(self_: Array, indices: Array, updates: Array, scales: Array, zero_points: Array | None, axis: int,
+             quant_axis: int, reduce: str, product: Product) -> Plan:
+    """`check_arguments`, remembered per layout (exact ints and str only: True or 1.0 must meet the checks)."""
+    if type(axis) is not int or type(quant_axis) is not int or type(reduce) is not str:
+        return check_arguments(self_, indices, updates, scales, zero_points, axis, quant_axis, reduce, product)
+    key = (self_.shape, self_.dtype, indices.shape, indices.dtype, updates.shape, updates.dtype, scales.shape,
+           scales.dtype, None if zero_points is None else (zero_points.shape, zero_points.dtype), axis, quant_axis,
+           reduce, product)
+    plan = _plans.get(key)
+    if plan is None:
+        plan = check_arguments(self_, indices, updates, scales, zero_points, axis, quant_axis, reduce, product)
+        if len(_plans) >= MAX_PLANS:
+            _plans.clear()
+        _plans[key] = plan
+    return plan
 
 
 def run_host(self_: Array, indices: Array, updates: Array, scales: Array, zero_points: Array | None,
              axis: int, quant_axis: int, reduce: str, device: Device | int | None = None) -> None:
-    """The NumPy in-place call on the device: synchronous; ``self_`` is written only after success.
+    """The NumPy in-place call on the device: synchronous, one host wait (for the quantized rows), with
+    the buffers of its layout kept for the next call (`_host_calls`); ``self_`` is written only after
+    success.
 
     >>> run_host(cache, idx, upd, sc, None, -2, -1, "update")  # doctest: +SKIP
     """
     dev = Device.current() if device is None else Device(device)
-    plan = check_arguments(self_, indices, updates, scales, zero_points, axis, quant_axis, reduce, dev.product)
+    plan = _checked(self_, indices, updates, scales, zero_points, axis, quant_axis, reduce, dev.product)
     check_indices(plan, indices)
     if plan.empty:
         return
-    stream = dev.stream
-    _activate(dev.id)
-    staging = _Staging(dev, stream)
-    try:
-        compact = staging.empty(plan.updates_shape, np.int8)
-        d_idx = staging.upload(np.zeros(plan.batch, np.int32))  # row b of the compact block: batch b, start 0
-        d_upd, d_sc = staging.upload(updates), staging.upload(scales)
-        d_zp = staging.upload(zero_points) if zero_points is not None else None
-        compact_plan = check_arguments(compact, d_idx, d_upd, d_sc, d_zp, plan.axis, plan.quant_axis, reduce,
-                                       dev.product)
-        launch(compact_plan, (compact, d_idx, d_upd, d_sc, d_zp), stream)
-        quantized = np.empty(plan.updates_shape, np.int8)
-        staging.download(compact, quantized)
-        staging.wait()
-    finally:
-        staging.close()
-    reference.scatter(self_, indices, quantized, plan)
+    parts = [updates, scales] if zero_points is None else [updates, scales, zero_points]
+    while True:
+        call = host_call(dev, plan, parts, reduce)
+        with call.lock:
+            if call.closed:  # released by another thread between the lookup and the lock: make it again
+                continue
+            try:
+                quantized = call.run(parts)
+            except BaseException:
+                forget(call)  # queued work may still use its buffers: never reused
+                raise
+            reference.scatter(self_, indices, quantized, plan)
+            return
 
 
-def _to_device(value: Any, staging: _Staging) -> DeviceArray:
-    return value if isinstance(value, DeviceArray) else staging.upload(value)
+def run_prepared(self_: DeviceArray, indices: Any, updates: Any, scales: Any, zero_points: Any, axis: Any,
+                 quant_axis: Any, reduce: Any, stream: Any, check_index_values: bool) -> bool:
+    """The steady state of a device call: run the prepared call for these layouts if there is one (True),
+    else do nothing (False: the caller takes the checked way, `run_device`).
 
-
-MAX_PREPARED = 8  # prepared calls kept per self; the oldest is released beyond this
-
-
-def prepared_key(indices: Any, updates: Any, scales: Any, zero_points: Any, axis: int, quant_axis: int,
-                 reduce: str, stream: Stream | None) -> tuple[Any, ...]:
-    """The key of a prepared call in ``self._prepared`` (api.py builds the same tuple inline).
-
-    >>> len(prepared_key(1, 2, 3, None, -2, -1, "update", None))
-    8
+    >>> run_prepared(d_cache[3], host_idx, d_upd, d_sc, None, -2, -1, "update", None, True)  # doctest: +SKIP
+    True
     """
-    return (id(indices), id(updates), id(scales), id(zero_points), axis, quant_axis, reduce, id(stream))
+    if type(axis) is not int or type(quant_axis) is not int or type(reduce) is not str:
+        return False  # True or 1.0 compare equal to 1 but must meet the contract's checks
+    s = self_.device.stream if stream is None else stream
+    if type(s) is not Stream:
+        return False
+    operands = (self_, indices, updates, scales, zero_points)
+    call = _prepared.find(_prepared.key_of(operands, axis, quant_axis, reduce, s))
+    if call is None:
+        return False
+    call(operands, check_index_values)
+    return True
 
 
 def run_device(self_: DeviceArray, indices: Any, updates: Any, scales: Any, zero_points: Any, axis: int,
                quant_axis: int, reduce: str, stream: Stream | None, check_index_values: bool,
                prepare: bool = True) -> None:
-    """The device-resident in-place call: queued on ``stream`` and returns without waiting.
+    """The device-resident in-place call: queued on ``stream``; returns without waiting for the device.
 
-    Calls whose inputs are all device arrays are prepared once per (arrays, axes, stream) and then reuse
-    their descriptors, workspace and (where CANN allows) executor; ``prepare=False`` (a one-off self, as in
-    an out-of-place call) runs once without keeping anything. Host (NumPy) inputs are copied in first,
-    which waits for the stream. Index values on the device are checked through a small copy to the host
-    (which also waits) unless ``check_index_values`` is False.
+    Calls are prepared once per layout (see `_prepared`): later calls whose operands describe the same
+    memory, shapes and dtypes (fresh views included) on the same stream reuse the descriptors, the
+    stream's workspace and the device buffers of host operands, and run phase 1 + phase 2 alone.
+    ``prepare=False`` (a one-off self, as in an out-of-place call) runs once without keeping anything.
+    Host operands are copied in on the stream; host index values are always checked (on the host);
+    device index values through a copy to the host (which waits) unless ``check_index_values`` is False.
 
     >>> run_device(d_cache, d_idx, d_upd, d_sc, None, -2, -1, "update", stream, True)  # doctest: +SKIP
     """
-    s = self_.device.stream if stream is None else stream
-    arrays = (self_, indices, updates, scales, zero_points)
-    key = prepared_key(indices, updates, scales, zero_points, axis, quant_axis, reduce, stream)
-    # Only exact ints hit the cache: True or 1.0 compare equal to 1 but must meet the contract's checks.
-    call = self_._prepared.get(key) if type(axis) is int and type(quant_axis) is int else None
-    if call is not None and not call.dead:
-        if check_index_values:
-            check_indices(call.plan, indices.to_numpy(stream=s))
-        call.run()
+    if prepare and run_prepared(self_, indices, updates, scales, zero_points, axis, quant_axis, reduce, stream,
+                                check_index_values):
         return
-    _run_device_slow(self_, arrays, key if prepare else None, axis, quant_axis, reduce, s, check_index_values)
-
-
-def _run_device_slow(self_: DeviceArray, arrays: tuple[Any, ...], key: tuple[Any, ...] | None, axis: int,
-                     quant_axis: int, reduce: str, s: Stream, check_index_values: bool) -> None:
+    s = self_.device.stream if stream is None else stream
+    if s.handle in capturing:
+        raise GraphCaptureError("this call was not prepared before the capture: run the step once before "
+                                "capturing (a warm-up) with the same arrays, stream and axes")
+    operands = (self_, indices, updates, scales, zero_points)
     dev = self_.device
     self_._check_open("self")
     if s.closed:
         raise InvalidValueError("closed", "stream", "is closed")
     if s.device is not dev:
         raise InvalidValueError("stream", "stream", f"belongs to device {s.device.id}, self to device {dev.id}")
-    names = ("self", "indices", "updates", "quant_scales", "quant_zero_points")
-    for name, value in zip(names[1:], arrays[1:], strict=True):
+    for name, value in zip(_prepared.NAMES[1:], operands[1:], strict=True):
         if isinstance(value, DeviceArray):
             value._check_open(name)
             if value.device is not dev:
                 raise InvalidValueError("device", name, f"is on device {value.device.id}, self on device {dev.id}")
-    _activate(dev.id)
-    staging = _Staging(dev, s)
-    try:
-        d_idx, d_upd, d_sc = (_to_device(v, staging) for v in arrays[1:4])
-        d_zp = None if arrays[4] is None else _to_device(arrays[4], staging)
-        if staging.pending:
-            staging.wait()
-        plan = check_arguments(self_, d_idx, d_upd, d_sc, d_zp, axis, quant_axis, reduce, dev.product)
-        indices = arrays[1]
-        if not isinstance(indices, DeviceArray):  # host index values cost nothing to check: always checked
-            check_indices(plan, np.asarray(indices))
-        elif check_index_values:
-            check_indices(plan, indices.to_numpy(stream=s))
-        if plan.empty:
-            return
-        prepared = (self_, d_idx, d_upd, d_sc, d_zp)
-        if staging.arrays or key is None:
-            launch(plan, prepared, s)
-            return
-        call = Prepared(plan, prepared, s, reuse=True)
-        cache = self_._prepared
-        stale = cache.pop(key, None)
-        cache[key] = call
-        call.run()
-        if stale is not None:
-            stale.close()  # already closed when an array or stream it used was closed; else released now
-        if len(cache) > MAX_PREPARED:
-            cache.pop(next(iter(cache))).close()
-    finally:
-        staging.close()
+    plan = check_arguments(*operands, axis, quant_axis, reduce, dev.product)
+    if plan.empty:
+        if not isinstance(indices, DeviceArray):
+            check_indices(plan, indices)
+        return
+    if not prepare or type(axis) is not int or type(quant_axis) is not int:
+        launch(plan, operands, s, check_index_values)
+        return
+    call = _prepared.prepare(plan, operands, s, _prepared.key_of(operands, axis, quant_axis, reduce, s))
+    call(operands, check_index_values)
 
 
 def copy_device(src: DeviceArray, stream: Stream | None) -> DeviceArray:
@@ -254,12 +208,15 @@ def copy_device(src: DeviceArray, stream: Stream | None) -> DeviceArray:
     if not src.is_contiguous:
         raise InvalidValueError("self", "self", "out-of-place calls on the device need a contiguous self")
     s = src.device.stream if stream is None else stream
+    if s.handle in capturing:
+        raise GraphCaptureError("an out-of-place call allocates its result, which a capture cannot repeat: use "
+                                "quant_scatter_ on a device array made before the capture")
     dst = DeviceArray.empty(src.shape, src.dtype, device=src.device, stream=s)
     if not src.nbytes:
         return dst
     with close_on_error(dst):
         if src.block is not None:
             src.block.use_on(s.handle)
-        _activate(src.device.id)
-        _calls.memcpy_async(dst.ptr, dst.storage * dst.dtype.itemsize, src.data_ptr, src.nbytes, D2D, s.handle)
+        with use_device(src.device.id, s.context):
+            _calls.memcpy_async(dst.ptr, dst.storage * dst.dtype.itemsize, src.data_ptr, src.nbytes, D2D, s.handle)
     return dst

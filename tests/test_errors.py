@@ -1,6 +1,7 @@
 """cann_error: every status code of cann_abi.md formats with its name, number, class and CANN's message.
 
-The table is written here from cann_abi.md ("Status codes"), independently of pyacl_qscatter._status.
+The table is written here from cann_abi.md ("Status codes") and, for the device faults and 107003, from
+hicann/runtime's include/external/acl/error_codes/rt_error_codes.h, independently of pyacl_qscatter._status.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pyacl_qscatter.errors import (
     CannResourceError,
     CannStateError,
     CannUsageError,
+    DeviceFaultError,
     QScatterError,
     cann_error,
 )
@@ -43,8 +45,20 @@ CODES: dict[int, tuple[str, type[CannError]]] = {
     207004: ("ACL_ERROR_RT_NO_DEVICE", CannResourceError),
     207018: ("ACL_ERROR_RT_DEVICE_OOM", CannOutOfMemoryError),
     507000: ("ACL_ERROR_RT_INTERNAL_ERROR", CannInternalError),
-    507014: ("ACL_ERROR_RT_AICORE_TIMEOUT", CannInternalError),
-    507015: ("ACL_ERROR_RT_AICORE_EXCEPTION", CannInternalError),
+    107003: ("ACL_ERROR_RT_STREAM_CONTEXT", CannUsageError),
+    507014: ("ACL_ERROR_RT_AICORE_TIMEOUT", DeviceFaultError),
+    507015: ("ACL_ERROR_RT_AICORE_EXCEPTION", DeviceFaultError),
+    507016: ("ACL_ERROR_RT_AICORE_TRAP_EXCEPTION", DeviceFaultError),
+    507034: ("ACL_ERROR_RT_VECTOR_CORE_TIMEOUT", DeviceFaultError),
+    507035: ("ACL_ERROR_RT_VECTOR_CORE_EXCEPTION", DeviceFaultError),
+    507036: ("ACL_ERROR_RT_VECTOR_CORE_TRAP_EXCEPTION", DeviceFaultError),
+    507042: ("ACL_ERROR_RT_AICORE_TRAP_READ_OVERFLOW", DeviceFaultError),
+    507043: ("ACL_ERROR_RT_AICORE_TRAP_WRITE_OVERFLOW", DeviceFaultError),
+    507044: ("ACL_ERROR_RT_VECTOR_CORE_TRAP_READ_OVERFLOW", DeviceFaultError),
+    507045: ("ACL_ERROR_RT_VECTOR_CORE_TRAP_WRITE_OVERFLOW", DeviceFaultError),
+    507053: ("ACL_ERROR_RT_DEVICE_MEM_ERROR", DeviceFaultError),
+    507054: ("ACL_ERROR_RT_HBM_MULTI_BIT_ECC_ERROR", DeviceFaultError),
+    507055: ("ACL_ERROR_RT_SUSPECT_DEVICE_MEM_ERROR", DeviceFaultError),
     507046: ("ACL_ERROR_RT_STREAM_SYNC_TIMEOUT", CannInternalError),
     161001: ("ACLNN_ERR_PARAM_NULLPTR", AclnnArgumentError),
     161002: ("ACLNN_ERR_PARAM_INVALID", AclnnArgumentError),
@@ -134,6 +148,38 @@ def test_not_found_error_is_an_oserror() -> None:
     assert "ASCEND_HOME_PATH=/x: directory does not exist" in str(err)
     assert "Fix: set ASCEND_HOME_PATH" in str(err)
     assert "(no place to look)" in str(CannNotFoundError([], "fix"))
+
+
+@pytest.mark.parametrize("code", [507014, 507035, 507045, 507053])
+def test_device_faults_say_the_output_is_undefined(code: int) -> None:
+    err = cann_error("aclrtSynchronizeStream", code, "EZ9999: aicore exception")
+    assert isinstance(err, DeviceFaultError) and isinstance(err, RuntimeError)
+    first = str(err).splitlines()[0]
+    assert "What the failed work wrote is undefined" in first
+    # A device-level fault stops the device; a kernel fault is reported once (CANN's default mode).
+    assert err.sticky == (code == 507053)
+    assert ("reset" in first) == (code == 507053)
+
+
+def test_sticky_kernel_fault_says_reset_and_pickles() -> None:
+    import pickle
+
+    err = DeviceFaultError("aclnnInplaceQuantScatter", 507015, "stopped", sticky=True)
+    again = pickle.loads(pickle.dumps(err))
+    assert again.sticky and str(again) == str(err) and "Device.reset()" in str(err)
+
+
+def test_the_fault_hook_sees_every_fault_and_nothing_else() -> None:
+    seen: list[int] = []
+    old, errors.fault_hook = errors.fault_hook, lambda e: seen.append(e.code)
+    try:
+        cann_error("f", 507015)
+        cann_error("f", 507000)
+        cann_error("f", 161002)
+        cann_error("f", 507054)
+    finally:
+        errors.fault_hook = old
+    assert seen == [507015, 507054]
 
 
 @pytest.mark.parametrize("code", [207001, 161002, 507015, 123])

@@ -270,30 +270,40 @@ def test_concurrent_first_loads_search_once(fresh_loader: list[dict[str, str]]) 
     assert len(errors) == 8 and len(fresh_loader) == 1
 
 
-def test_missing_opp_path_warns_once(stubs: Stubs, tmp_path: Path) -> None:
+def test_kernel_path_is_set_from_the_toolkit_or_warned_once(stubs: Stubs, tmp_path: Path) -> None:
     import json
     import subprocess
     import sys
 
     home = stubs.standard(tmp_path / "cann")
-    (home / "opp").mkdir()
     code = """
-import json, warnings
+import json, os, warnings
 from pyacl_qscatter import _loader
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     a = _loader.load()
     b = _loader.load()
 print(json.dumps({"same": a is b, "warnings": [str(w.message) for w in caught],
-                  "categories": [w.category.__name__ for w in caught]}))
+                  "categories": [w.category.__name__ for w in caught], "env": os.environ.get("ASCEND_OPP_PATH"),
+                  "kernel_path": _loader.kernel_path()}))
 """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ASCEND_", "PYACL_QSCATTER_"))}
     env.update({"ASCEND_HOME_PATH": str(home), "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout)
-    assert out["same"] and out["categories"] == ["RuntimeWarning"]
-    assert "ASCEND_OPP_PATH is not set" in out["warnings"][0] and f"{home / 'opp'}" in out["warnings"][0]
+
+    def run() -> dict[str, Any]:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        out: dict[str, Any] = json.loads(proc.stdout)
+        return out
+
+    out = run()  # no opp directory: nothing to set, one warning
+    assert out["same"] and out["categories"] == ["RuntimeWarning"] and out["env"] is None
+    assert "ASCEND_OPP_PATH is not set" in out["warnings"][0] and "561107" in out["warnings"][0]
+    assert out["kernel_path"][0] is None and "no kernel path" in out["kernel_path"][1]
+    (home / "opp").mkdir()
+    out = run()  # unset, <home>/opp exists: set before any aclnn call, and said where it came from
+    assert out["warnings"] == [] and out["env"] == str(home / "opp")
+    assert out["kernel_path"] == [str(home / "opp"), f"set by pyacl_qscatter from the toolkit found ({home}/opp)"]
     env["ASCEND_OPP_PATH"] = str(home / "opp")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert json.loads(proc.stdout)["warnings"] == []
+    out = run()
+    assert out["warnings"] == [] and out["kernel_path"] == [str(home / "opp"), "environment"]

@@ -85,8 +85,8 @@ if mode == "exception":
 # What a failed call in the teardown leaves behind: a destroy that CANN refused keeps that one object.
 TEARDOWN: dict[str, tuple[int, dict[str, int]]] = {
     "none": (0, {}),
-    "aclrtSynchronizeStream": (507015, {"live_executors": 1}),  # the executor's stream may still use it
-    "aclDestroyAclOpExecutor": (561000, {"live_executors": 1}),
+    "aclrtSynchronizeStream": (507015, {}),  # a kernel fault reported at exit: the releases go on
+    "aclDestroyAclOpExecutor": (561000, {}),  # no executor outlives its launch: never called at exit
     "aclDestroyTensor": (161002, {"live_tensors": 1}),
     "aclrtFree": (107000, {"live_device_blocks": 1}),
     "aclrtSynchronizeDevice": (207018, {}),  # the cache is then emptied stream by stream
@@ -105,8 +105,10 @@ def _expected(leaks: dict[str, int]) -> dict[str, int]:
 def _check(out_report: dict[str, object], leaks: dict[str, int]) -> None:
     before = out_report["before"]
     assert isinstance(before, dict)
-    for key in ("live_device_blocks", "live_tensors", "live_executors", "live_streams", "live_events"):
-        assert before[key] >= 3, (key, before)  # the child really exits with live objects of every kind
+    # The child really exits with live objects of every kind (no executor: phase 2 consumes it, and the
+    # strict toolkit refuses repeatable ones, so a prepared call keeps none between calls).
+    for key in ("live_device_blocks", "live_tensors", "live_streams", "live_events"):
+        assert before[key] >= 3, (key, before)
     moments = [m for m in ("at_reset", "at_finalize", "after") if m in out_report]
     assert "at_reset" in moments and "after" in moments, sorted(out_report)
     for moment in moments:

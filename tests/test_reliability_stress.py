@@ -39,7 +39,7 @@ def test_stress_reports_every_figure(emulator_root: Path) -> None:
     fuzz = figures["fuzz"]
     assert fuzz["cases"] >= 50 and fuzz["accepted"] > 0 and fuzz["rejected"] > 0 and fuzz["device_calls"] > 0
     assert fuzz["problems"] == [] and fuzz["detected"] == 0 and fuzz["leaks"] == {}
-    for key, at_least in (("faults", 40), ("process_faults", 28)):
+    for key, at_least in (("faults", 40), ("process_faults", 28), ("kernel_faults", 3), ("sticky_fault", 1)):
         faults = figures[key]
         assert faults["available"] and faults["injected"] >= at_least
         assert faults["failures"] == [] and faults["survived"] == faults["injected"]
@@ -53,7 +53,8 @@ def test_stress_reports_every_figure(emulator_root: Path) -> None:
     assert figures["problems"] == [] and figures["leaks_found"] == 0
     assert out.returncode == 0, out.stderr
     text = "\n".join(summary(figures))
-    for phrase in ("fuzz: ", "faults in process: ", "faults at start and teardown: ", "threads (own streams): 8 x 25",
+    for phrase in ("fuzz: ", "faults in process: ", "faults at start and teardown: ", "kernel faults reported once: ",
+                   "sticky device fault, then reset: 1 injected, 1 survived", "threads (own streams): 8 x 25",
                    "threads (shared stream): 8 x 25", "long run: 1000 decode-size calls", "RSS ", "leaks found: "):
         assert phrase in text, phrase
 

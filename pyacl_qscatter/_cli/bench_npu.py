@@ -15,10 +15,10 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from .. import _calls
+from .. import _calls, _prepared
 from ..api import quant_scatter_
 from ..memory import DeviceArray
-from ..runtime import Device, Event, Stream
+from ..runtime import Device, Event, Stream, use_device
 from .probe import Probe
 from .seed import seed_inputs
 
@@ -94,6 +94,8 @@ def _overhead(arrays: list[DeviceArray], stream: Stream, calls: int, rounds: int
     end.record(stream)
     end.synchronize()
     figures: dict[str, Any] = {"device_us_per_call": start.elapsed_ms(end) * 1e3 / calls}
+    if probe.counters:  # the toolkit is the emulator: its kernels run at synchronisation, not on a device
+        figures["device_us_note"] = "measured against the CANN emulator: meaningless (no device runs the kernel)"
     start.close()
     end.close()
     if probe.counters:
@@ -104,37 +106,42 @@ def _overhead(arrays: list[DeviceArray], stream: Stream, calls: int, rounds: int
         figures["c_calls_per_call"] = sum(v for k, v in per.items() if k.startswith("calls:"))
     else:
         figures.update(mallocs_per_call=None, descriptors_per_call=None, c_calls_per_call=None, counters=probe.why)
-    floor, what = _floor(d_self, stream)
-    t_ours, t_floor = _interleaved_best(ours, floor, calls, rounds, stream.synchronize)
+    floor, what = _floor(arrays, stream)
+    with use_device(stream.device.id, stream.context):  # the raw calls need the package's context current
+        t_ours, t_floor = _interleaved_best(ours, floor, calls, rounds, stream.synchronize)
     figures.update(overhead_us=t_ours * 1e6, floor_us=t_floor * 1e6, overhead_ratio=t_ours / t_floor,
                    floor_calls=what)
     return figures
 
 
-def _floor(d_self: DeviceArray, stream: Stream) -> tuple[Callable[[], None], str]:
+def _floor(arrays: list[DeviceArray], stream: Stream) -> tuple[Callable[[], None], str]:
     """The C calls a steady-state call makes, made straight through the generated ffi with the prepared
-    descriptors, workspace and executor: phase 2 alone when the call holds a repeatable executor."""
-    (call,) = d_self._prepared.values()
-    fns = _calls.bound().functions  # type: ignore[union-attr]
-    ffi = _calls.bound().ffi  # type: ignore[union-attr]
-    ws = ffi.cast("void *", call._workspace.ptr if call._workspace is not None else 0)
-    size, s = call._size, ffi.cast("void *", stream.handle)
+    call's descriptors and workspace: phase 1 + phase 2, or phase 2 alone when the toolkit accepted a
+    repeatable executor (`_prepared.repeatable_accepted`)."""
+    call = _prepared.find(_prepared.key_of(tuple(arrays), -2, -1, "update", stream))
+    if call is None:
+        raise RuntimeError("the steady state was reached before the floor is measured")
+    cann = _calls.bound()
+    assert cann is not None
+    fns, ffi = cann.functions, cann.ffi
+    ws, s = ffi.cast("void *", call._ws.ptr), ffi.cast("void *", stream.handle)
     name = "aclnnInplaceQuantScatterV2" if call._v2 else "aclnnInplaceQuantScatter"
     phase2 = fns[name]
     if call._executor is not None:
-        executor = call._executor
+        executor, size = call._executor, call._size
 
         def floor() -> None:
             phase2(ws, size, executor, s)
 
         return floor, f"{name} (repeatable executor)"
     phase1 = fns[name + "GetWorkspaceSize"]
-    t, p = call._tensors, call.plan
+    p = call.plan
     extra = (ffi.new("char[]", b"rint"),) if call._v2 else ()
     out_size, out_exec = ffi.new("uint64_t *"), ffi.new("aclOpExecutor **")
+    args = (*(ffi.NULL if t is None else t for t in call._t), p.axis, p.quant_axis, 1, *extra, out_size, out_exec)
 
     def floor_two_phase() -> None:
-        phase1(t[0], t[1], t[2], t[3], t[4], p.axis, p.quant_axis, 1, *extra, out_size, out_exec)
+        phase1(*args)
         phase2(ws, out_size[0], out_exec[0], s)
 
     return floor_two_phase, f"{name}GetWorkspaceSize + {name}"

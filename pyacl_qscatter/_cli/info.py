@@ -33,12 +33,12 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--no-device", action="store_true",
-                        help="do not call aclInit to ask for the version, SoC and device count")
+                        help="do not call aclInit to ask for the versions, SoC and device count")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help (0) and on bad options (2)
         return int(exc.code or 0)
-    report = collect(query_device=not args.no_device, finalize=True)
+    report = collect(query_device=not args.no_device)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2, sort_keys=True))
     else:

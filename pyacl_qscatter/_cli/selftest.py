@@ -1,7 +1,10 @@
 """``python -m pyacl_qscatter selftest``: every conformance case on the device against the reference.
 
 The cases ship inside the package (``_cli/data/conformance.npz``, built from the public conformance set),
-so the command works from an installed wheel. The first thing a user with hardware runs.
+so the command works from an installed wheel. The first thing a user with hardware runs. On the device it
+also reports the toolkit as ``info`` does (release, kernel path, repeatable executors, aclFinalizeReference,
+graph capture). A broken environment (no kernels, a device that stopped) is one error, not a mismatch per
+case.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import numpy as np
 from ..api import quant_scatter
 from ..backends import backend_status
 from ..contract import resolve_product
-from ..errors import ContractError, QScatterError
+from ..errors import CannError, ContractError, DeviceFaultError, QScatterError
 
 ARRAYS = ("self", "indices", "updates", "quant_scales", "quant_zero_points")
 
@@ -43,10 +46,22 @@ def load_cases() -> list[dict[str, Any]]:
 
 
 Outcome = tuple[str, Any]  # ("result", int8 array), ("rejected", kind) or ("failed", message)
+ACLNN_ERR_INNER_OPP_PATH_NOT_FOUND = 561107
+
+
+class EnvironmentFailure(Exception):
+    """A failure no case can get past (no kernels, a stopped device): reported once."""
+
+
+def _environmental(exc: QScatterError) -> bool:
+    if isinstance(exc, DeviceFaultError):
+        return exc.sticky
+    return isinstance(exc, CannError) and exc.code == ACLNN_ERR_INNER_OPP_PATH_NOT_FOUND
 
 
 def outcome(call: list[Any], **kwargs: Any) -> Outcome:
-    """Run ``quant_scatter(*call, **kwargs)`` and say how it ended.
+    """Run ``quant_scatter(*call, **kwargs)`` and say how it ended; raise `EnvironmentFailure` when the
+    failure is one every case would meet.
 
     >>> outcome([None] * 8, backend="cpu")[0]
     'rejected'
@@ -56,7 +71,35 @@ def outcome(call: list[Any], **kwargs: Any) -> Outcome:
     except ContractError as exc:
         return "rejected", exc.kind
     except QScatterError as exc:
+        if _environmental(exc):
+            raise EnvironmentFailure(str(exc)) from exc
         return "failed", str(exc).splitlines()[0]
+
+
+def toolkit_lines() -> list[str]:
+    """What ``info`` says about the toolkit, in a few lines (CANN loaded).
+
+    >>> toolkit_lines()  # doctest: +SKIP
+    ['CANN release 8.3.RC1 (aclsysGetVersionStr), ACL API 1.17.0', ...]
+    """
+    from .._diagnostics import collect
+
+    r = collect()
+    yes = {True: "yes", False: "no", None: "unknown"}
+    return [
+        f"CANN release {r.cann_release or 'unknown'} ({r.cann_release_source or 'no version source'}), "
+        f"ACL API {r.acl_api_version or 'unknown'} (aclrtGetVersion)",
+        f"kernel path {r.kernel_path or 'none'} ({r.kernel_path_source})",
+        f"aclFinalizeReference {yes[r.finalize_reference]}, graph capture {yes[r.graph_capture]}",
+    ]
+
+
+def _repeatable_line() -> str:
+    from .._diagnostics import repeatable_executors
+
+    said = {True: "accepted", False: "refused by the toolkit (phase 1 + phase 2 per call)",
+            None: "not tried in this run"}
+    return f"repeatable executors: {said[repeatable_executors()]}"
 
 
 def judge(name: str, got: Outcome, want: Outcome) -> str | None:
@@ -98,7 +141,24 @@ def main(argv: list[str]) -> int:
     if args.backend == "npu":
         from ..runtime import Device
 
+        for line in toolkit_lines():
+            print(line)
         product = resolve_product(Device.current().soc_name or None)
+    try:
+        counts, mismatches = _run_cases(args.backend, product)
+    except EnvironmentFailure as exc:
+        print(f"ENVIRONMENT ERROR (no case can pass until it is fixed): {exc}")
+        return 2
+    for line in mismatches:
+        print("MISMATCH", line)
+    if args.backend == "npu":
+        print(_repeatable_line())
+    print(f"{sum(counts.values()) + len(mismatches)} cases under the {product.name} rules: {counts['result']} results "
+          f"reproduced, {counts['rejected']} rejections reproduced, {len(mismatches)} mismatches")
+    return 1 if mismatches else 0
+
+
+def _run_cases(backend: str, product: Any) -> tuple[dict[str, int], list[str]]:
     counts = {"result": 0, "rejected": 0}
     mismatches: list[str] = []
     for case in load_cases():
@@ -110,13 +170,9 @@ def main(argv: list[str]) -> int:
             problem = judge(case["name"] + " (reference vs conformance set)", want, stored)
             if problem:
                 mismatches.append(problem)
-        problem = judge(case["name"], outcome(call, backend=args.backend), want)
+        problem = judge(case["name"], outcome(call, backend=backend), want)
         if problem:
             mismatches.append(problem)
         elif want[0] in counts:
             counts[want[0]] += 1
-    for line in mismatches:
-        print("MISMATCH", line)
-    print(f"{sum(counts.values()) + len(mismatches)} cases under the {product.name} rules: {counts['result']} results "
-          f"reproduced, {counts['rejected']} rejections reproduced, {len(mismatches)} mismatches")
-    return 1 if mismatches else 0
+    return counts, mismatches

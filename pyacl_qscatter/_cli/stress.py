@@ -8,6 +8,10 @@ Sections (``--sections``, default all):
   stream/event/memory lifecycle fails once with each failure class; then runtime start and teardown
   faults in child processes. Each must raise the matching exception with CANN's message, leave the
   caller's data as it was, leak nothing but an object CANN refused to destroy, and the next call must work.
+  A failed launch (phase 2) must leave its executor alone (CANN deletes it). Device faults: a kernel fault
+  reported by a synchronisation is a ``DeviceFaultError`` once, and the next call works; a device-level
+  fault (in a child process) stops the device: later calls raise at once and queue nothing until
+  ``Device.reset()``, after which calls work and nothing is left at exit.
 - ``threads``: ``--threads`` threads x ``--thread-calls`` calls, each thread on its own stream, then all on
   one shared stream; results checked against the cpu backend; joins time out instead of hanging.
 - ``longrun``: ``--calls`` decode-size device calls (self [24, 4096, 1024] int8 on the device, updates
@@ -49,6 +53,7 @@ from ..errors import (
     CannOutOfMemoryError,
     CannResourceError,
     CannUsageError,
+    DeviceFaultError,
     QScatterError,
 )
 from .fuzz import RandomChooser, check_case, make_case
@@ -64,6 +69,9 @@ FAULT_CLASSES: dict[int, type[CannError]] = {
     161002: AclnnArgumentError, 561002: AclnnError,
 }
 # A destroying call CANN refuses leaves that one object with CANN.
+# Phase 2 deletes a non-repeatable executor even when it fails (nnopbase CommonOpExecutorRun), so the package
+# never touches it again; an injected fault in the emulator returns before its phase 2 runs and keeps it.
+PHASE_2 = ("aclnnInplaceQuantScatter", "aclnnInplaceQuantScatterV2")
 DESTROY_LEAK = {"aclDestroyTensor": "live_tensors", "aclDestroyAclOpExecutor": "live_executors",
                 "aclrtDestroyStream": "live_streams", "aclrtDestroyEvent": "live_events",
                 "aclrtFree": "live_device_blocks"}
@@ -71,6 +79,11 @@ START_SYMBOLS = ("aclInit", "aclrtGetDeviceCount", "aclrtSetDevice", "aclrtCreat
 TEARDOWN_SYMBOLS = ("aclrtSynchronizeStream", "aclDestroyAclOpExecutor", "aclDestroyTensor", "aclrtFree",
                     "aclrtSynchronizeDevice", "aclrtDestroyEvent", "aclrtDestroyStream", "aclrtResetDevice",
                     "aclFinalize")
+# An injected phase-2 failure returns before the emulated nnopbase deletes the executor; real nnopbase deletes
+# it whatever phase 2 returns (CommonOpExecutorRun), so the package must not touch it and the counter keeps it.
+PHASE2 = ("aclnnInplaceQuantScatter", "aclnnInplaceQuantScatterV2")
+KERNEL_FAULT = 507015  # ACL_ERROR_RT_AICORE_EXCEPTION: reported once by a synchronisation (default mode)
+DEVICE_FAULT = 507054  # ACL_ERROR_RT_HBM_MULTI_BIT_ECC_ERROR: a device-level fault, the device stops
 # What the package may leave behind when a teardown call fails (the executor of a stream that failed to
 # synchronise is not destroyed under work that may still use it).
 TEARDOWN_LEAK = {**DESTROY_LEAK, "aclrtSynchronizeStream": "live_executors"}
@@ -268,6 +281,11 @@ def fault_sweep(probe: Probe, codes: tuple[int, ...]) -> dict[str, Any]:
     injected = survived = 0
     failures: list[str] = []
     for name, (setup, body, failed) in SCENARIOS.items():
+        warm = setup()  # what only a process's first call makes (the package's stream) is not swept here
+        try:
+            body(warm)
+        finally:
+            warm.close()
         for symbol in _symbols_called(probe, setup, body):
             for code in codes:
                 where = f"{name} / {symbol} / {code}"
@@ -289,10 +307,11 @@ def fault_sweep(probe: Probe, codes: tuple[int, ...]) -> dict[str, Any]:
                 if problem is None and error is None and not _same(run.result, run.expected):
                     problem = "wrong result after a tolerated fault"
                 refused = error is not None and symbol in DESTROY_LEAK
+                consumed = error is not None and symbol in PHASE_2
                 error = None
                 with contextlib.suppress(QScatterError):
                     run.close()
-                _prepared._reuse["allowed"] = True  # a refused repeatable executor must not outlive the sweep
+                _prepared._reuse["accepted"] = None  # a refused repeatable executor must not outlive the sweep
                 again = setup()
                 try:
                     body(again)
@@ -303,7 +322,11 @@ def fault_sweep(probe: Probe, codes: tuple[int, ...]) -> dict[str, Any]:
                 finally:
                     again.close()
                 leak = _growth(before, _settle(probe)) or {}
+                if consumed:
+                    leak.pop("live_executors", None)  # phase 2 consumed it (see PHASE_2): never ours to free
                 allowed = {DESTROY_LEAK[symbol]: 1} if refused else {}
+                if symbol in PHASE2:
+                    allowed = {"live_executors": 1}
                 leak.pop("live_device_bytes", None)
                 if problem is None and leak != allowed:
                     problem = f"leaked {leak}"
@@ -312,6 +335,138 @@ def fault_sweep(probe: Probe, codes: tuple[int, ...]) -> dict[str, Any]:
                 else:
                     failures.append(f"{where}: {problem}")
     return {"available": True, "injected": injected, "survived": survived, "failures": failures}
+
+
+def kernel_faults(probe: Probe) -> dict[str, Any]:
+    """A kernel fault reported by the synchronisation of each scenario: a `DeviceFaultError` that says the
+    output is undefined, not sticky; nothing leaked; the next call works.
+
+    >>> kernel_faults(Probe(None))["available"]
+    False
+    """
+    if not probe.faults:
+        return {"available": False, "why": probe.why or "the toolkit exports no fault injection"}
+    injected = survived = 0
+    failures: list[str] = []
+    for name, (setup, body, _failed) in SCENARIOS.items():
+        if "aclrtSynchronizeStream" not in _symbols_called(probe, setup, body):
+            continue
+        before = _settle(probe)
+        run = setup()
+        probe.clear_faults()
+        probe.inject("aclrtSynchronizeStream", 1, KERNEL_FAULT)
+        injected += 1
+        problem: str | None = None
+        try:
+            body(run)
+            problem = "no exception"
+        except DeviceFaultError as exc:
+            if exc.sticky or exc.code != KERNEL_FAULT or "undefined" not in str(exc):
+                problem = f"wrong report: {str(exc).splitlines()[0]}"
+        except Exception as exc:
+            problem = f"{type(exc).__name__} is not a DeviceFaultError: {exc}"
+        probe.clear_faults()
+        with contextlib.suppress(QScatterError):
+            run.close()
+        again = setup()
+        try:
+            body(again)
+            if problem is None and not _same(again.result, again.expected):
+                problem = "the next call gave a wrong result"
+        except Exception as exc:
+            problem = problem or f"the next call failed: {exc!r}"
+        finally:
+            again.close()
+        leak = _growth(before, _settle(probe)) or {}
+        leak.pop("live_device_bytes", None)
+        if problem is None and leak:
+            problem = f"leaked {leak}"
+        if problem is None:
+            survived += 1
+        else:
+            failures.append(f"{name} / aclrtSynchronizeStream / {KERNEL_FAULT}: {problem}")
+    return {"available": True, "injected": injected, "survived": survived, "failures": failures}
+
+
+STICKY_CHILD = r"""
+import atexit, json, sys
+from pyacl_qscatter._cli.probe import Probe
+probe = Probe.for_loaded_cann()
+out = {}
+def _final():  # registered before the package initialises: runs after its teardown
+    out["after"] = probe.live()
+    sys.stdout.write("STRESS-CHILD " + json.dumps(out) + "\n")
+    sys.stdout.flush()
+atexit.register(_final)
+from pyacl_qscatter._cli.stress import sticky_workload
+out.update(sticky_workload(probe))
+"""
+
+
+def sticky_workload(probe: Probe) -> dict[str, Any]:
+    """In a child process: a device-level fault stops the device; the next call raises at once and queues
+    nothing; `Device.reset()`; then calls work.
+
+    >>> sticky_workload(Probe.for_loaded_cann())  # doctest: +SKIP
+    {'first': [507054, True], 'second': [507054, True], 'queued': 0, 'after_reset': True}
+    """
+    from ..runtime import Device
+
+    report: dict[str, Any] = {}
+    run = _Run()
+    _numpy_run(run)
+    probe.inject("aclrtSynchronizeStream", 1, DEVICE_FAULT)
+    for key in ("first", "second"):
+        run = _Run()
+        launches = [probe.stat(f"calls:{s}") for s in ("aclnnInplaceQuantScatter", "aclrtMemcpyAsync")]
+        try:
+            _numpy_run(run)
+            report[key] = "no exception"
+        except DeviceFaultError as exc:
+            report[key] = [exc.code, exc.sticky]
+        if key == "second":
+            after = [probe.stat(f"calls:{s}") for s in ("aclnnInplaceQuantScatter", "aclrtMemcpyAsync")]
+            report["queued"] = sum((a or 0) - (b or 0) for a, b in zip(after, launches, strict=True))
+        report[f"{key}_unchanged"] = bool(np.array_equal(run.cache, run.original))
+    Device(0).reset()
+    run = _Run()
+    _numpy_run(run)
+    report["after_reset"] = _same(run.result, run.expected)
+    return report
+
+
+def sticky_fault(probe: Probe) -> dict[str, Any]:
+    """`sticky_workload` in a child process, judged; nothing may be left at its exit.
+
+    >>> sticky_fault(Probe(None))["available"]
+    False
+    """
+    if not probe.faults:
+        return {"available": False, "why": probe.why or "the toolkit exports no fault injection"}
+    env = dict(os.environ)
+    env.pop("CANN_EMU_FAIL", None)
+    try:
+        out = subprocess.run([sys.executable, "-c", STICKY_CHILD], capture_output=True, text=True, env=env,
+                             timeout=120)
+    except subprocess.TimeoutExpired:
+        return {"available": True, "injected": 1, "survived": 0, "failures": ["sticky fault: the child hung"]}
+    lines = [x for x in out.stdout.splitlines() if x.startswith("STRESS-CHILD ")]
+    problem: str | None = None
+    if out.returncode != 0 or "Traceback" in out.stderr or not lines:
+        problem = f"exit status {out.returncode}: {out.stderr.strip()[-300:]}"
+    else:
+        r = json.loads(lines[-1].split(" ", 1)[1])
+        after = {k: v for k, v in (r.get("after") or {}).items() if v and k != "live_device_bytes"}
+        if r["first"] != [DEVICE_FAULT, True] or r["second"] != [DEVICE_FAULT, True]:
+            problem = f"reported {r['first']} then {r['second']}, expected a sticky {DEVICE_FAULT} twice"
+        elif r["queued"] or not (r["first_unchanged"] and r["second_unchanged"]):
+            problem = f"work queued on the stopped device ({r['queued']} calls) or self changed"
+        elif not r["after_reset"]:
+            problem = "no working call after Device.reset()"
+        elif after:
+            problem = f"left behind at exit: {after}"
+    failures = [] if problem is None else [f"sticky fault / {DEVICE_FAULT}: {problem}"]
+    return {"available": True, "injected": 1, "survived": 1 - len(failures), "failures": failures}
 
 
 CHILD = r"""
@@ -617,7 +772,9 @@ def summary(figures: dict[str, Any]) -> list[str]:
                      f"{len(f['rejected_by_rule'])} rules), {f['calls']} host calls, {f['device_calls']} device "
                      f"calls; problems {len(f['problems'])}; bad writes detected {_na(f['detected'])}; leaks "
                      f"{_na(f['leaks'])}")
-    for key, label in (("faults", "faults in process"), ("process_faults", "faults at start and teardown")):
+    for key, label in (("faults", "faults in process"), ("process_faults", "faults at start and teardown"),
+                       ("kernel_faults", "kernel faults reported once"),
+                       ("sticky_fault", "sticky device fault, then reset")):
         if key in figures:
             f = figures[key]
             lines.append(f"{label}: {f['injected']} injected, {f['survived']} survived, "
@@ -654,7 +811,7 @@ def _problems(figures: dict[str, Any]) -> tuple[list[str], int | None]:
         if figures["fuzz"]["leaks"] and leaks is not None:
             leaks += 1
             problems.append(f"fuzz leaked {figures['fuzz']['leaks']}")
-    for key in ("faults", "process_faults"):
+    for key in ("faults", "process_faults", "kernel_faults", "sticky_fault"):
         if figures.get(key, {}).get("available"):
             problems += figures[key]["failures"]
             if leaks is not None:
@@ -714,6 +871,8 @@ def main(argv: list[str]) -> int:
     if ok and "faults" in sections:
         figures["faults"] = fault_sweep(probe, codes)
         figures["process_faults"] = process_faults(probe, codes)
+        figures["kernel_faults"] = kernel_faults(probe)
+        figures["sticky_fault"] = sticky_fault(probe)
     if ok and "threads" in sections:
         calls = args.thread_calls if args.thread_calls is not None else (100 if args.quick else 500)
         figures["threads"] = threads(probe, args.threads, calls)
