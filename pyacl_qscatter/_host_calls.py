@@ -1,13 +1,13 @@
 """NumPy in, NumPy out on the device: buffers kept per layout, so that a call costs the contract checks,
-one upload, the op, one download and one host wait.
+one upload per input, the op, one download and one host wait.
 
 The device quantizes ``updates`` into a compact int8 block (a scratch ``self`` shaped like ``updates``,
 written at start 0 of each batch row, so its indices are zeros, uploaded once); the block comes back and
 the host places it into ``self``. For each layout (device, shapes, dtypes, axes) the inputs' device
-block, the compact block, the index zeros, their descriptors, the workspace, and two pinned buffers
-(the inputs at 512-byte offsets, so that one aclrtMemcpyAsync uploads them all; the compact block's
-download) stay for the next call with that layout, up to `MAX_LAYOUTS`. `memory.CachingAllocator.
-empty_cache` releases them, like every other cached block.
+block, the compact block, the index zeros, their prepared call, and two pinned buffers (the inputs at
+512-byte offsets, as in their device block; the compact block's download) stay for the next call with
+that layout, up to `MAX_LAYOUTS`. `memory.CachingAllocator.empty_cache` releases them, like every other
+cached block.
 """
 
 from __future__ import annotations
@@ -47,12 +47,12 @@ class HostCall:
     def __init__(self, dev: Device, plan: Plan, parts: list[Array], reduce: str) -> None:
         self.lock = threading.Lock()
         self.closed = False
+        self.device = dev  # Device.reset closes what belongs to its device
         self.stream = stream = dev.stream
         offsets, total = [], 0
         for part in parts:
             offsets.append(total)
             total += -(-max(part.nbytes, 1) // _STEP) * _STEP
-        self.nbytes = total
         self._arrays: list[DeviceArray] = []
         self._finalizers: list[Any] = []
         self.call: Prepared | None = None
@@ -69,6 +69,7 @@ class HostCall:
             self.operands = (self.compact, index, inputs[0], inputs[1], d_zp)
             self.call = Prepared(compact_plan, self.operands, stream)
             self.block_ptr = block.ptr
+            self.spans = [(off, part.nbytes) for off, part in zip(offsets, parts, strict=True) if part.nbytes]
             pool = pinned_pool(dev.id)
             self.in_ptr, self.out_ptr = (self._pinned(pool, n) for n in (total, self.compact.nbytes))
             staged = host_array(self.in_ptr, total)
@@ -99,7 +100,8 @@ class HostCall:
         stream, call = self.stream, self.call
         assert call is not None  # made in __init__, or __init__ raised
         with use_device(stream.device.id):
-            _calls.memcpy_async(self.block_ptr, self.nbytes, self.in_ptr, self.nbytes, H2D, stream.handle)
+            for off, size in self.spans:  # each part's own bytes, at 64-byte aligned addresses on both sides
+                _calls.memcpy_async(self.block_ptr + off, size, self.in_ptr + off, size, H2D, stream.handle)
             call(self.operands, False)
             n = self.compact.nbytes
             _calls.memcpy_async(self.out_ptr, n, self.compact.ptr, n, D2H, stream.handle)
@@ -139,9 +141,10 @@ def host_call(dev: Device, plan: Plan, parts: list[Array], reduce: str) -> HostC
            *((p.shape, p.dtype) for p in parts))
     with _layouts_lock:
         found = _layouts.get(key)
-        if found is not None:
+        if found is not None and not found.closed:
             _layouts.move_to_end(key)
             return found
+        _layouts.pop(key, None)  # closed with its device's reset
     made = HostCall(dev, plan, parts, reduce)
     with _layouts_lock:
         _layouts[key] = made

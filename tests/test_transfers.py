@@ -252,3 +252,20 @@ def test_pools_are_per_device_and_drained_by_empty_cache(dev: Device, emu: Emu) 
     allocator_for(0).empty_cache()
     assert pool.cached_bytes == 0 and pool.fences.outstanding == 0
     assert settle(emu) == start
+
+
+def test_numpy_calls_work_again_after_a_device_reset(dev: Device, emu: Emu) -> None:
+    start = settle(emu)
+    rng = np.random.default_rng(4)
+    cache, want = np.zeros((8, 64, 1024), np.int8), np.zeros((8, 64, 1024), np.int8)
+    upd, sc = rng.uniform(-2, 2, (8, 1, 1024)).astype(BF16), rng.uniform(0.1, 1, 1024).astype(BF16)
+    idx = np.arange(8, dtype=np.int32)
+    qs.quant_scatter_(cache, idx, upd, sc, backend="npu")  # keeps this layout's buffers
+    Device(0).reset()  # closes them with everything else on the device
+    qs.quant_scatter_(cache, idx + 8, upd, sc, backend="npu")  # made afresh
+    for i in (idx, idx + 8):
+        qs.quant_scatter_(want, i, upd, sc, backend="cpu")
+    np.testing.assert_array_equal(cache, want)
+    assert emu.stat("errors_detected") == 0
+    Device(0).stream  # noqa: B018  (the fixture's package stream, made again after the reset)
+    assert settle(emu) == start
