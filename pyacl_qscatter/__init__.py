@@ -28,8 +28,10 @@ from .errors import (
     InvalidValueError,
     QScatterError,
 )
+from .padding import paged_indices
 
 if TYPE_CHECKING:
+    from .dlpack import from_dlpack
     from .graph import Graph, GraphCaptureError
     from .memory import DeviceArray, allocator_for
     from .pinned import pinned_empty
@@ -39,7 +41,8 @@ __version__ = "0.1.0"
 
 # The device layer is imported on first access, so that ``import pyacl_qscatter`` stays light.
 _LAZY = {"DeviceArray": "memory", "allocator_for": "memory", "Device": "runtime", "Event": "runtime",
-         "Stream": "runtime", "Graph": "graph", "GraphCaptureError": "graph", "pinned_empty": "pinned"}
+         "Stream": "runtime", "Graph": "graph", "GraphCaptureError": "graph", "pinned_empty": "pinned",
+         "from_dlpack": "dlpack"}
 
 
 def __getattr__(name: str) -> Any:
@@ -78,8 +81,10 @@ __all__ = [
     "active_backend",
     "allocator_for",
     "backend_status",
+    "from_dlpack",
     "npu_quant_scatter",
     "npu_quant_scatter_",
+    "paged_indices",
     "pinned_empty",
     "quant_scatter",
     "quant_scatter_",

@@ -9,7 +9,7 @@ import numpy as np
 from . import reference
 from ._convert import host_inputs
 from .backends import select_backend
-from .contract import Product, check_arguments, check_indices
+from .contract import Product, check_arguments, check_indices, drop_padding
 from .errors import InvalidDtypeError, InvalidValueError
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ def _is_device(value: object) -> bool:
 
 def _device_call(self: Any, indices: Any, updates: Any, quant_scales: Any, quant_zero_points: Any, axis: int,
                  quant_axis: int, reduce: str, backend: str | None, inplace: bool, stream: Any,
-                 check_indices: bool) -> DeviceArray:
+                 check_indices: bool, skip_negative: bool) -> DeviceArray:
     """Device-resident call: no dtype conversion (inputs must already have CANN's dtypes)."""
     global _npu
     from . import npu
@@ -67,10 +67,19 @@ def _device_call(self: Any, indices: Any, updates: Any, quant_scales: Any, quant
         (indices, "indices"), (updates, "updates"), (quant_scales, "quant_scales")))
     if quant_zero_points is not None:
         quant_zero_points = _device_operand(quant_zero_points, "quant_zero_points")
+    if skip_negative and _is_device(indices) and not check_indices:
+        raise InvalidValueError("skip_negative", "check_indices", "must be True with skip_negative=True and device "
+                                "indices: padding rows are found by reading the index values")
     target = self if inplace else npu.copy_device(self, stream)
     try:
-        npu.run_device(target, indices, updates, quant_scales, quant_zero_points, axis, quant_axis, reduce, stream,
-                       check_indices, prepare=inplace)
+        if skip_negative:
+            from .padding import run_padded
+
+            run_padded(target, indices, updates, quant_scales, quant_zero_points, axis, quant_axis, reduce, stream,
+                       prepare=inplace)
+        else:
+            npu.run_device(target, indices, updates, quant_scales, quant_zero_points, axis, quant_axis, reduce,
+                           stream, check_indices, prepare=inplace)
     except BaseException:
         if not inplace:
             target.close()
@@ -91,6 +100,12 @@ def _device_operand(value: object, param: str) -> Any:
         raise InvalidValueError(kind, param, f"is not a rectangular array of numbers ({exc})") from None
 
 
+def _flag(skip_negative: object) -> bool:
+    if not isinstance(skip_negative, (bool, np.bool_)):
+        raise InvalidDtypeError("skip_negative", "skip_negative", f"must be True or False, got {skip_negative!r}")
+    return bool(skip_negative)
+
+
 def _no_stream(stream: object) -> None:
     if stream is not None:
         raise InvalidValueError("stream", "stream", "applies to device arrays only; NumPy calls are synchronous")
@@ -98,17 +113,36 @@ def _no_stream(stream: object) -> None:
 
 def _run(self: Array, indices: object, updates: object, quant_scales: object, quant_zero_points: object,
          axis: int, quant_axis: int, reduce: str, backend: str | None, strict: bool,
-         product: str | Product | None) -> None:
+         product: str | Product | None, skip_negative: bool) -> None:
     name = select_backend(backend)
     idx, upd, sc, zp = host_inputs(indices, updates, quant_scales, quant_zero_points, strict)
     if name == "npu":
         from . import npu
 
-        npu.run_host(self, idx, upd, sc, zp, axis, quant_axis, reduce)
+        if skip_negative:
+            _run_host_padded(self, idx, upd, sc, zp, axis, quant_axis, reduce)
+        else:
+            npu.run_host(self, idx, upd, sc, zp, axis, quant_axis, reduce)
         return
     plan = check_arguments(self, idx, upd, sc, zp, axis, quant_axis, reduce, product)
-    check_indices(plan, idx)
-    reference.run(plan, self, idx, upd, sc, zp)
+    check_indices(plan, idx, skip_negative=skip_negative)
+    reference.run(plan, self, idx, upd, sc, zp, skip_negative=skip_negative)
+
+
+def _run_host_padded(self: Array, idx: Array, upd: Array, sc: Array, zp: Array | None, axis: int, quant_axis: int,
+                     reduce: str) -> None:
+    """NumPy arrays on the npu backend with padding: the whole call is checked, then the device runs only the
+    valid rows (in the 2-D index form, so that 1-D rows keep their destination batch)."""
+    from . import npu
+    from .runtime import Device
+
+    plan = check_arguments(self, idx, upd, sc, zp, axis, quant_axis, reduce, Device.current().product)
+    check_indices(plan, idx, skip_negative=True)
+    if plan.empty:
+        return
+    kept, pairs, rows = drop_padding(plan, idx, upd)
+    if kept.batch:
+        npu.run_host(self, pairs, rows, sc, zp, plan.axis, quant_axis, reduce)
 
 
 def quant_scatter_(
@@ -126,6 +160,7 @@ def quant_scatter_(
     product: str | Product | None = None,
     stream: Stream | None = None,
     check_indices: bool = True,
+    skip_negative: bool = False,
 ) -> SelfArray:
     """Quantize ``updates`` to int8 and write them into ``self`` in place at ``indices`` along ``axis``.
 
@@ -140,6 +175,11 @@ def quant_scatter_(
     ``check_indices=False`` skips that check (CANN does not check: a bad index is then an out-of-bounds
     write on the device).
 
+    ``skip_negative=True`` makes a batch row with a negative index (either column for 2-D indices) padding:
+    nothing is written for it (vLLM's ``PAD_SLOT_ID``); every check applies to the other rows. On the
+    device the valid rows run on views, with no new allocation; device indices then need
+    ``check_indices=True`` (the values are read to find the padding). See `paged_indices`.
+
     >>> import numpy as np, ml_dtypes
     >>> bf = ml_dtypes.bfloat16
     >>> cache = np.zeros((2, 4, 32), np.int8)
@@ -147,19 +187,23 @@ def quant_scatter_(
     ...                      np.full(32, 0.5, bf), backend="cpu")
     >>> out is cache, int(cache[0, 3, 0]), int(cache[1, 0, 0])
     (True, 3, 3)
+    >>> _ = quant_scatter_(cache, np.array([-1, 1], np.int32), np.full((2, 1, 32), 2.5, bf), np.full(32, 0.5, bf),
+    ...                    backend="cpu", skip_negative=True)
+    >>> int(cache[0, 3, 0]), int(cache[1, 1, 0])
+    (3, 5)
     """
     npu = _npu
-    if (npu is not None and backend in (None, "npu") and type(self) is npu.DeviceArray
+    if (not skip_negative and npu is not None and backend in (None, "npu") and type(self) is npu.DeviceArray
             and npu.run_prepared(self, indices, updates, quant_scales, quant_zero_points, axis, quant_axis, reduce,
                                  stream, check_indices)):
         return self  # the steady state of a device call: a prepared call for these layouts ran
     if any(_is_device(v) for v in (self, indices, updates, quant_scales, quant_zero_points)):
         return _device_call(self, indices, updates, quant_scales, quant_zero_points, axis, quant_axis, reduce,
-                            backend, True, stream, check_indices)
+                            backend, True, stream, check_indices, _flag(skip_negative))
     _no_stream(stream)
     target = _host_self(self, inplace=True)
     _run(target, indices, updates, quant_scales, quant_zero_points, axis, quant_axis, reduce, backend,
-         strict, product)
+         strict, product, _flag(skip_negative))
     return target
 
 
@@ -178,6 +222,7 @@ def quant_scatter(
     product: str | Product | None = None,
     stream: Stream | None = None,
     check_indices: bool = True,
+    skip_negative: bool = False,
 ) -> SelfArray:
     """Like `quant_scatter_`, but return a new array (a new DeviceArray for device inputs) and leave
     ``self`` untouched.
@@ -190,11 +235,11 @@ def quant_scatter(
     """
     if any(_is_device(v) for v in (self, indices, updates, quant_scales, quant_zero_points)):
         return _device_call(self, indices, updates, quant_scales, quant_zero_points, axis, quant_axis, reduce,
-                            backend, False, stream, check_indices)
+                            backend, False, stream, check_indices, _flag(skip_negative))
     _no_stream(stream)
     result = _host_self(self, inplace=False).copy()
     _run(result, indices, updates, quant_scales, quant_zero_points, axis, quant_axis, reduce, backend,
-         strict, product)
+         strict, product, _flag(skip_negative))
     return result
 
 

@@ -7,6 +7,7 @@ CANN itself never checks). Both raise `InvalidValueError` or `InvalidDtypeError`
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -16,7 +17,8 @@ import numpy as np
 from .dtypes import BFLOAT16, FLOAT16, FLOAT32, INT8, INT32, INT64, dtype_name
 from .errors import InvalidDtypeError, InvalidValueError
 
-__all__ = ["PRODUCTS", "Plan", "Product", "check_arguments", "check_indices", "resolve_product"]
+__all__ = ["PRODUCTS", "Plan", "Product", "check_arguments", "check_indices", "drop_padding", "padding_rows",
+           "resolve_product"]
 
 
 class ArrayLike(Protocol):
@@ -249,8 +251,39 @@ def _check_combo(upd: np.dtype[Any], sc: np.dtype[Any], zp: np.dtype[Any] | None
     raise InvalidDtypeError("dtype_combo", "updates", f"must be bfloat16 or float16, got {dtype_name(upd)}")
 
 
-def check_indices(plan: Plan, indices: np.ndarray[Any, Any]) -> None:
+def padding_rows(indices: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """Which batch rows are padding under ``skip_negative=True``: a negative index (either column in 2-D).
+
+    >>> padding_rows(np.array([[0, 1], [-1, -1], [2, -1]])).tolist()
+    [False, True, True]
+    """
+    negative: np.ndarray[Any, Any] = np.asarray(indices) < 0
+    return np.any(negative, axis=1) if negative.ndim == 2 else negative
+
+
+def drop_padding(plan: Plan, indices: np.ndarray[Any, Any], updates: np.ndarray[Any, Any]
+                 ) -> tuple[Plan, np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """The call without its padding rows, in the 2-D index form (so that 1-D rows keep their destination
+    batch): ``(plan, indices [n, 2] int64, updates rows)``. Host arrays only.
+
+    >>> import ml_dtypes
+    >>> bf = ml_dtypes.bfloat16
+    >>> plan = check_arguments(np.zeros((3, 4, 32), np.int8), np.zeros(3, np.int32), np.ones((3, 1, 32), bf),
+    ...                        np.ones(32, bf), None, 1, -1, "update")
+    >>> kept, idx, upd = drop_padding(plan, np.array([2, -1, 0]), np.ones((3, 1, 32), bf))
+    >>> idx.tolist(), upd.shape, kept.batch
+    ([[0, 2], [2, 0]], (2, 1, 32), 2)
+    """
+    idx = np.asarray(indices).astype(np.int64, copy=False)
+    keep = ~padding_rows(idx)
+    pairs = idx[keep] if plan.indices_2d else np.stack([np.flatnonzero(keep), idx[keep]], axis=1)
+    rows = np.asarray(updates)[keep]
+    return dataclasses.replace(plan, indices_2d=True, batch=int(keep.sum()), updates_shape=rows.shape), pairs, rows
+
+
+def check_indices(plan: Plan, indices: np.ndarray[Any, Any], *, skip_negative: bool = False) -> None:
     """Check index values: every block inside self, no two blocks of one destination overlapping.
+    With ``skip_negative``, padding rows (`padding_rows`) are left out of every check.
 
     >>> import numpy as np, ml_dtypes
     >>> bf = ml_dtypes.bfloat16
@@ -265,12 +298,16 @@ def check_indices(plan: Plan, indices: np.ndarray[Any, Any]) -> None:
         return
     idx = np.asarray(indices).astype(np.int64, copy=False)
     n_dest, size, block = plan.self_shape[0], plan.self_shape[plan.axis], plan.block
+    rows = np.arange(idx.shape[0])
+    if skip_negative:
+        rows = np.flatnonzero(~padding_rows(idx))
+        idx = idx[rows]
     if plan.indices_2d:
         dest, start = idx[:, 0], idx[:, 1]
-        _check_range(dest, 0, n_dest - 1, "column 0 (destination batch)", f"[0, {n_dest})")
+        _check_range(dest, rows, 0, n_dest - 1, "column 0 (destination batch)", f"[0, {n_dest})")
     else:
-        dest, start = np.arange(idx.shape[0]), idx
-    _check_range(start, 0, size - block, "start", f"[0, {size - block}] (self.shape[{plan.axis}] = {size} "
+        dest, start = rows, idx
+    _check_range(start, rows, 0, size - block, "start", f"[0, {size - block}] (self.shape[{plan.axis}] = {size} "
                  f"minus block height {block})")
     if plan.indices_2d and len(start) > 1:
         order = np.lexsort((start, dest))
@@ -278,20 +315,22 @@ def check_indices(plan: Plan, indices: np.ndarray[Any, Any]) -> None:
         clash = np.flatnonzero((d[1:] == d[:-1]) & (s[1:] - s[:-1] < block))
         if clash.size:
             i, j = sorted((int(order[clash[0]]), int(order[clash[0] + 1])))
-            raise InvalidValueError("overlap", "indices", f"rows {i} and {j} write overlapping blocks of "
-                                    f"{block} positions into destination batch {int(d[clash[0]])} (starts "
-                                    f"{int(start[i])} and {int(start[j])}); blocks must not overlap")
+            raise InvalidValueError("overlap", "indices", f"rows {int(rows[i])} and {int(rows[j])} write "
+                                    f"overlapping blocks of {block} positions into destination batch "
+                                    f"{int(d[clash[0]])} (starts {int(start[i])} and {int(start[j])}); blocks must "
+                                    "not overlap")
 
 
-def _check_range(values: np.ndarray[Any, Any], low: int, high: int, what: str, allowed: str) -> None:
+def _check_range(values: np.ndarray[Any, Any], rows: np.ndarray[Any, Any], low: int, high: int, what: str,
+                 allowed: str) -> None:
     if values.size == 0:
         return
     lo, hi = int(values.min()), int(values.max())
     if lo < low:
-        row = int(np.argmax(values < low))
-        raise InvalidValueError("index_negative", "indices", f"{what} of row {row} must be in {allowed}, got "
-                                f"{int(values[row])}")
+        i = int(np.argmax(values < low))
+        raise InvalidValueError("index_negative", "indices", f"{what} of row {int(rows[i])} must be in {allowed}, "
+                                f"got {int(values[i])} (skip_negative=True makes negative rows padding)")
     if hi > high:
-        row = int(np.argmax(values > high))
-        raise InvalidValueError("index_too_large", "indices", f"{what} of row {row} must be in {allowed}, got "
-                                f"{int(values[row])}")
+        i = int(np.argmax(values > high))
+        raise InvalidValueError("index_too_large", "indices", f"{what} of row {int(rows[i])} must be in {allowed}, "
+                                f"got {int(values[i])}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import operator
 import threading
 import weakref
 from collections import defaultdict
@@ -27,12 +28,13 @@ from . import _calls, _transfer
 from ._fences import fences_for
 from .dtypes import ACL_DTYPE, dtype_name
 from .errors import CannError, CannOutOfMemoryError, InvalidDtypeError, InvalidValueError
-from .pinned import pinned_pool, round_size
+from .pinned import ALIGN, pinned_pool, round_size
 from .runtime import (
     ARRAYS,
     CACHES,
     Device,
     Stream,
+    as_address,
     call_each,
     close_all,
     is_open_stream,
@@ -376,6 +378,7 @@ class DeviceArray:
         # them releases these calls before the memory or a descriptor goes.
         self._calls: weakref.WeakSet[Any] = weakref.WeakSet()
         self._closed_self = False
+        self._stream: Stream | None = None  # the stream its memory was made or imported for (see `stream`)
 
     # ------------------------------------------------------------------------------------ construction
 
@@ -398,6 +401,7 @@ class DeviceArray:
         arr = cls(block.ptr, shp, dt, _contiguous_strides(shp), 0, dev, block.size // dt.itemsize, block, None)
         arr._finalizer = track(ARRAYS, arr, _release_block, block)
         arr._owns = True
+        arr._stream = stream
         return arr
 
     @classmethod
@@ -434,27 +438,50 @@ class DeviceArray:
         return arr
 
     @classmethod
-    def from_pointer(cls, ptr: int, shape: tuple[int, ...] | list[int], dtype: Any,
+    def from_pointer(cls, ptr: Any, shape: tuple[int, ...] | list[int], dtype: Any,
                      strides: tuple[int, ...] | list[int] | None = None, *, offset: int = 0,
+                     element_strides: tuple[int, ...] | list[int] | None = None,
                      device: Device | int | None = None, owner: object = None) -> DeviceArray:
         """Wrap device memory another runtime owns: never freed here; ``owner`` is kept alive meanwhile.
-        ``strides`` and ``offset`` count elements (default: contiguous, 0).
+
+        ``ptr`` is an address in any form (int, NumPy integer, ``ctypes.c_void_p``, cffi pointer, an object
+        with ``__int__``). ``strides`` count bytes, as in NumPy (multiples of the item size, not negative);
+        ``element_strides`` gives them in elements instead, as CANN takes them; default: contiguous.
+        ``offset`` counts elements from ``ptr`` to the first element.
 
         >>> view = DeviceArray.from_pointer(ptr, (24, 4096, 128), np.int8, owner=their_tensor)  # doctest: +SKIP
         """
         dev = _device(device, None)
         dt = _check_dtype(dtype)
         shp = tuple(int(d) for d in shape)
-        st = _contiguous_strides(shp) if strides is None else tuple(int(s) for s in strides)
-        if len(st) != len(shp) or any(s < 0 for s in st) or any(d < 0 for d in shp) or offset < 0:
-            raise InvalidValueError("strides", "strides", f"must be {len(shp)} non-negative element strides "
-                                    f"with a non-negative offset, got {st} and {offset}")
-        if not isinstance(ptr, int) or isinstance(ptr, bool) or ptr <= 0:
-            raise InvalidValueError("ptr", "ptr", f"must be a non-NULL device address (int), got {ptr!r}")
-        if ptr % 32:  # aclCreateTensor's documented requirement; CANN itself does not check (undefined results)
+        if any(d < 0 for d in shp):
+            raise InvalidValueError("shape", "shape", f"must not be negative, got {shp}")
+        if strides is not None and element_strides is not None:
+            raise InvalidValueError("strides", "strides", "give strides (bytes) or element_strides (elements), "
+                                    "not both")
+        if strides is not None:
+            byte_strides = tuple(int(s) for s in strides)
+            if len(byte_strides) != len(shp) or any(s < 0 or s % dt.itemsize for s in byte_strides):
+                raise InvalidValueError("strides", "strides", f"must be {len(shp)} non-negative byte strides, each "
+                                        f"a multiple of the item size {dt.itemsize} ({dtype_name(dt)}), got "
+                                        f"{byte_strides}")
+            st = tuple(s // dt.itemsize for s in byte_strides)
+        elif element_strides is not None:
+            st = tuple(int(s) for s in element_strides)
+            if len(st) != len(shp) or any(s < 0 for s in st):
+                raise InvalidValueError("element_strides", "element_strides", f"must be {len(shp)} non-negative "
+                                        f"element strides, got {st}")
+        else:
+            st = _contiguous_strides(shp)
+        if int(offset) < 0:
+            raise InvalidValueError("offset", "offset", f"must be a non-negative element count, got {offset}")
+        address = as_address(ptr, "ptr")
+        if address == 0:
+            raise InvalidValueError("ptr", "ptr", f"must be a non-NULL device address, got {ptr!r}")
+        if address % 32:  # aclCreateTensor's documented requirement; CANN itself does not check (undefined results)
             raise InvalidValueError("alignment", "ptr", f"must be 32-byte aligned, as aclCreateTensor requires "
-                                    f"(wrap the allocation's start and pass offset=), got 0x{ptr:x}")
-        return cls(ptr, shp, dt, st, offset, dev, _extent(shp, st, offset), None, owner)
+                                    f"(wrap the allocation's start and pass offset=), got 0x{address:x}")
+        return cls(address, shp, dt, st, int(offset), dev, _extent(shp, st, int(offset)), None, owner)
 
     # -------------------------------------------------------------------------------------- properties
 
@@ -543,44 +570,250 @@ class DeviceArray:
 
     # ---------------------------------------------------------------------------------------- views
 
-    def __getitem__(self, key: Any) -> DeviceArray:
-        """Basic slicing (ints, slices with positive steps, Ellipsis): a strided view of the same memory.
+    @property
+    def stream(self) -> Stream:
+        """The array's own stream: the one its memory was made (or imported) for, where its copies,
+        fills and `np.asarray` are queued; the device's package stream when none was given.
 
-        >>> DeviceArray.zeros((4, 8, 32), np.int8)[1, ::2].strides  # doctest: +SKIP
-        (64, 1)
+        >>> DeviceArray.empty((4,), np.int8, stream=s).stream is s  # doctest: +SKIP
+        True
+        """
+        s = self._stream
+        return self.device.stream if s is None or s.closed else s
+
+    @property
+    def T(self) -> DeviceArray:
+        """The view with the dimensions reversed (`transpose()`), as ``ndarray.T``.
+
+        >>> DeviceArray.zeros((2, 3, 32), np.int8).T.shape  # doctest: +SKIP
+        (32, 3, 2)
+        """
+        return self.transpose()
+
+    def _view(self, shape: tuple[int, ...], strides: tuple[int, ...], offset: int) -> DeviceArray:
+        view = DeviceArray(self.ptr, shape, self.dtype, strides, offset, self.device, self.storage, self._block, self)
+        view._finalizer = self._finalizer
+        view._calls = self._calls
+        view._stream = self._stream
+        return view
+
+    def __len__(self) -> int:
+        """The size of the first dimension, as ``len(ndarray)``.
+
+        >>> len(DeviceArray.zeros((3, 32), np.int8))  # doctest: +SKIP
+        3
+        """
+        if not self.shape:
+            raise InvalidDtypeError("len", "array", "len() of a 0-d DeviceArray is undefined (as in NumPy)")
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> DeviceArray:
+        """Basic indexing as in NumPy: ints (negative count from the end), slices with positive steps,
+        ``None`` (a new axis of length 1) and ``Ellipsis``; a strided view of the same memory.
+
+        >>> DeviceArray.zeros((4, 8, 32), np.int8)[-1, ::2, None].strides  # doctest: +SKIP
+        (64, 0, 1)
         """
         self._check_open()
         keys = key if isinstance(key, tuple) else (key,)
-        if any(k is Ellipsis for k in keys):
-            i = keys.index(Ellipsis)
-            fill = (slice(None),) * (self.ndim - (len(keys) - 1))
-            keys = keys[:i] + fill + keys[i + 1 :]
-        if len(keys) > self.ndim:
+        if sum(k is Ellipsis for k in keys) > 1:
+            raise InvalidValueError("index", "index", f"an index can only have a single Ellipsis, got {key!r}")
+        used = sum(k is not None and k is not Ellipsis for k in keys)
+        if used > self.ndim:
             raise InvalidValueError("index", "index", f"too many indices for a {self.ndim}-d array: {key!r}")
-        offset, shape, strides = self.offset, [], []
-        for dim, k in enumerate(keys + (slice(None),) * (self.ndim - len(keys))):
+        if Ellipsis in keys:
+            i = keys.index(Ellipsis)
+            keys = keys[:i] + (slice(None),) * (self.ndim - used) + keys[i + 1 :]
+        else:
+            keys = keys + (slice(None),) * (self.ndim - used)
+        offset, shape, strides, dim = self.offset, [], [], 0
+        for k in keys:
+            if k is None:
+                shape.append(1)
+                strides.append(0)  # NumPy's stride for a new axis
+                continue
             n, st = self.shape[dim], self.element_strides[dim]
             if isinstance(k, slice):
                 start, stop, step = k.indices(n)
-                if step <= 0:
-                    raise InvalidValueError("index", "index", f"slices must have a positive step, got {k!r}")
-                offset += start * st
-                shape.append(max(0, -(-(stop - start) // step)))
+                if step < 0:
+                    raise InvalidValueError("index", "index", f"step {step} in {k!r} would need a negative stride, "
+                                            "which CANN cannot describe; slice with a positive step (reverse on the "
+                                            "host after to_numpy())")
+                count = len(range(start, stop, step))
+                offset += start * st if count else 0
+                shape.append(count)
                 strides.append(st * step)
-            elif isinstance(k, (int, np.integer)) and not isinstance(k, bool):
+            elif isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_)):
                 i = int(k) + n if int(k) < 0 else int(k)
                 if not 0 <= i < n:
                     raise InvalidValueError("index", "index", f"{int(k)} is out of range for dimension {dim} of "
                                             f"size {n}")
                 offset += i * st
             else:
-                raise InvalidValueError("index", "index", f"only ints, slices and Ellipsis are supported, got "
-                                        f"{k!r}")
-        view = DeviceArray(self.ptr, tuple(shape), self.dtype, tuple(strides), offset, self.device, self.storage,
-                           self._block, self)
-        view._finalizer = self._finalizer
-        view._calls = self._calls
-        return view
+                raise InvalidValueError("index", "index", f"only ints, slices, None and Ellipsis are supported (basic "
+                                        f"indexing), got {k!r}")
+            dim += 1
+        return self._view(tuple(shape), tuple(strides), offset)
+
+    def transpose(self, *axes: Any) -> DeviceArray:
+        """A view with the dimensions permuted (reversed when no axes are given), as ``ndarray.transpose``.
+
+        >>> DeviceArray.zeros((2, 3, 32), np.int8).transpose(0, 2, 1).shape  # doctest: +SKIP
+        (2, 32, 3)
+        """
+        self._check_open()
+        if len(axes) == 1 and (axes[0] is None or isinstance(axes[0], (tuple, list))):
+            axes = () if axes[0] is None else tuple(axes[0])
+        if not axes:
+            order = tuple(reversed(range(self.ndim)))
+        else:
+            try:
+                order = tuple(_axis(a, self.ndim) for a in axes)
+            except TypeError:
+                raise InvalidDtypeError("axes", "axes", f"must be ints, got {axes!r}") from None
+            if sorted(order) != list(range(self.ndim)):
+                raise InvalidValueError("axes", "axes", f"must be a permutation of the {self.ndim} dimensions, got "
+                                        f"{axes!r}")
+        return self._view(tuple(self.shape[a] for a in order), tuple(self.element_strides[a] for a in order),
+                          self.offset)
+
+    def reshape(self, *shape: Any) -> DeviceArray:
+        """A view with a new shape (one dimension may be -1), as ``ndarray.reshape``; a layout that would
+        need a copy is refused (``d.copy().reshape(...)`` makes one).
+
+        >>> DeviceArray.zeros((4, 8, 32), np.int8).reshape(-1, 32).shape  # doctest: +SKIP
+        (32, 32)
+        """
+        self._check_open()
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        try:
+            dims = [int(_index(d)) for d in shape]
+        except TypeError:
+            raise InvalidDtypeError("shape", "shape", f"must be ints, got {shape!r}") from None
+        new = _infer_shape(dims, self.size, self.shape)
+        strides = _reshape_strides(self.shape, self.element_strides, new)
+        if strides is None:
+            raise InvalidValueError("reshape", "shape", f"{new} cannot view this array of shape {self.shape} with "
+                                    f"strides {self.strides} (bytes) without a copy; use d.copy().reshape(...)")
+        return self._view(new, strides, self.offset)
+
+    def _device_runs(self, stream: Stream, dst: Any, src: Any, run: int, value: int = 0) -> None:
+        """Device-side copies (``src`` addresses) or fills (``src`` None, byte ``value``) of ``run`` bytes at
+        each ``dst`` address, queued on ``stream`` when every address is 64-byte aligned (CANN's rule for
+        asynchronous copies and fills before 8.5); otherwise done synchronously after waiting for the stream."""
+        starts = [int(a) for a in dst]
+        sources = None if src is None else [int(a) for a in src]
+        aligned = all(a % ALIGN == 0 for a in starts + (sources or []))
+        with use_device(self.device.id, stream.context):
+            if not aligned:
+                _calls.synchronize_stream(stream.handle)
+            for i, addr in enumerate(starts):
+                if sources is None and aligned:
+                    _calls.memset_async(addr, run, value, run, stream.handle)
+                elif sources is None:
+                    _calls.memset(addr, run, value, run)
+                elif aligned:
+                    _calls.memcpy_async(addr, run, sources[i], run, D2D, stream.handle)
+                else:
+                    _calls.memcpy(addr, run, sources[i], run, D2D)
+
+    def copy(self) -> DeviceArray:
+        """A new contiguous array with this array's contents, queued on its stream (no host wait when the
+        view's runs are 64-byte aligned), as ``ndarray.copy``.
+
+        >>> DeviceArray.from_numpy(np.arange(4, dtype=np.int8))[::2].copy().to_numpy().tolist()  # doctest: +SKIP
+        [0, 2]
+        """
+        self._check_open()
+        s = self.stream
+        dst = DeviceArray.empty(self.shape, self.dtype, device=self.device, stream=s)
+        if self.size:
+            with close_on_error(dst):
+                self._use_on(s)
+                src, run = _transfer.rows(self)
+                dst._device_runs(s, dst.data_ptr + np.arange(len(src), dtype=np.int64) * run, src, run)
+        return dst
+
+    def fill(self, value: Any) -> None:
+        """Set every element to the scalar ``value`` (queued on the array's stream), as ``ndarray.fill``.
+
+        >>> d = DeviceArray.zeros((2, 32), np.int8); d.fill(3); int(d.to_numpy().sum())  # doctest: +SKIP
+        192
+        """
+        self[...] = value
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        """``d[key] = value`` as in NumPy, from a host array or scalar (broadcast, cast like NumPy) or a device
+        array of the same dtype and shape; queued on the array's stream. Host data goes through
+        `copy_from`'s pinned staging; a scalar whose bytes are all equal (0, -1) through a device memset.
+
+        >>> d = DeviceArray.zeros((4, 32), np.int8); d[1:3] = 7; d[-1, ::2] = np.arange(16)  # doctest: +SKIP
+        """
+        target = self[key]
+        if target.size == 0:
+            return
+        s = self.stream
+        if type(value) is DeviceArray:
+            if value.dtype != self.dtype or value.shape != target.shape:
+                raise InvalidValueError("value", "value", f"a device array must have shape {target.shape} and dtype "
+                                        f"{dtype_name(self.dtype)}, got {value.shape} {dtype_name(value.dtype)}")
+            value._check_open("value")
+            fences_for(self.device.id).order(s.handle, value.stream.handle)
+            src = value if value.is_contiguous else value.copy()
+            try:
+                target._use_on(s)
+                dst, run = _transfer.rows(target)
+                target._device_runs(s, dst, src.data_ptr + np.arange(len(dst), dtype=np.int64) * run, run)
+            finally:
+                if src is not value:
+                    src.close()  # back to the stream's cache: only later work on s reuses it
+            return
+        data = np.empty(target.shape, self.dtype)
+        scalar = np.ndim(value) == 0
+        try:
+            data[...] = value  # NumPy's own assignment rules: broadcasting, casting, overflow errors
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise InvalidValueError("value", "value", f"cannot be written into a {dtype_name(self.dtype)} view of "
+                                    f"shape {target.shape}: {exc}") from None
+        pattern = data.flat[0].tobytes() if scalar else b""
+        if pattern and pattern == pattern[:1] * len(pattern):
+            target._use_on(s)
+            dst, run = _transfer.rows(target)
+            target._device_runs(s, dst, None, run, pattern[0])
+            return
+        target.copy_from(data, stream=s)
+
+    def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        """Refuse NumPy arithmetic: a device array does not compute on the host.
+
+        >>> np.ones(2) + DeviceArray.zeros((2,), np.int8)  # doctest: +SKIP
+        Traceback (most recent call last):
+        pyacl_qscatter.errors.InvalidDtypeError: operand: a DeviceArray does not do arithmetic ...
+        """
+        raise _no_arithmetic(getattr(ufunc, "__name__", str(ufunc)))
+
+    def __dlpack__(self, *, stream: Any = None, max_version: tuple[int, int] | None = None,
+                   dl_device: tuple[int, int] | None = None, copy: bool | None = None) -> Any:
+        """Export as a DLPack capsule (zero-copy): versioned when ``max_version`` is (1, x) or later, else
+        legacy; ``dl_device=(12, id)`` describes it as kDLExtDev (torch_npu's type), default (21, id)
+        kDLAscend. ``stream``: the consumer's ``aclrtStream`` handle (int), ``None`` for the device's
+        default stream, ``-1`` for no ordering; pending work on this array is ordered before that stream with
+        an event, without a host wait. ``np.from_dlpack`` refuses device memory: use `to_numpy`.
+
+        >>> capsule = d.__dlpack__(stream=their_stream_handle, max_version=(1, 0))  # doctest: +SKIP
+        """
+        from .dlpack import export
+
+        return export(self, stream=stream, max_version=max_version, dl_device=dl_device, copy=copy)
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        """``(21, device_id)``: kDLAscend, DLPack's device type for Ascend NPUs.
+
+        >>> DeviceArray.zeros((2,), np.int8).__dlpack_device__()  # doctest: +SKIP
+        (21, 0)
+        """
+        return (21, self.device.id)
 
     # -------------------------------------------------------------------------------------- host copies
 
@@ -631,14 +864,22 @@ class DeviceArray:
         return self
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray[Any, Any]:
-        """``np.asarray(d)``: a host copy (``copy=False`` is refused: device memory cannot be viewed).
+        """``np.asarray(d)``: a host copy that waits for the array's own stream only (other streams that used
+        its memory are ordered before it on the device); ``copy=False`` is refused.
 
         >>> np.asarray(DeviceArray.zeros((2,), np.int8)).tolist()  # doctest: +SKIP
         [0, 0]
         """
         if copy is False:
             raise InvalidValueError("copy", "copy", "False is impossible: a device array is always copied to the host")
-        host = self.to_numpy()
+        self._check_open()
+        from .dlpack import order_streams
+
+        s = self.stream
+        others = [h for h in ([] if self._block is None else [self._block.stream, *self._block.streams])
+                  if is_open_stream(h)]
+        order_streams(self.device, others, s.handle)
+        host = self.to_numpy(stream=s)
         return host if dtype is None else host.astype(dtype)
 
     # -------------------------------------------------------------------------------------- lifetime
@@ -688,7 +929,7 @@ class DeviceArray:
         self.close()
 
     def __repr__(self) -> str:
-        return (f"DeviceArray(shape={self.shape}, dtype={dtype_name(self.dtype)}, strides={self.element_strides}, "
+        return (f"DeviceArray(shape={self.shape}, dtype={dtype_name(self.dtype)}, strides={self.strides}, "
                 f"offset={self.offset}, device={self.device.id})")
 
 
@@ -699,3 +940,89 @@ def _device(device: Device | int | None, stream: Stream | None) -> Device:
                                     f"{stream.device.id}")
         return stream.device
     return Device.current() if device is None else Device(device)
+
+
+def _index(value: Any) -> int:
+    """An int from an int-like (NumPy integers included), TypeError for anything else, bools too."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError("bool")
+    return operator.index(value)
+
+
+def _axis(value: Any, ndim: int) -> int:
+    a = _index(value)
+    if not -ndim <= a < ndim:
+        raise InvalidValueError("axes", "axes", f"axis {a} is out of range for a {ndim}-d array")
+    return a % ndim
+
+
+def _infer_shape(dims: list[int], size: int, old: tuple[int, ...]) -> tuple[int, ...]:
+    unknown = [i for i, d in enumerate(dims) if d == -1]
+    if len(unknown) > 1 or any(d < -1 for d in dims):
+        raise InvalidValueError("shape", "shape", f"must be non-negative sizes with at most one -1, got {tuple(dims)}")
+    known = math.prod(d for d in dims if d != -1)
+    if unknown and known and size % known == 0:
+        dims[unknown[0]] = size // known
+    if math.prod(dims) != size or (unknown and not known):
+        raise InvalidValueError("shape", "shape", f"cannot reshape an array of size {size} (shape {old}) into "
+                                f"{tuple(dims)}")
+    return tuple(dims)
+
+
+def _reshape_strides(old: tuple[int, ...], strides: tuple[int, ...], new: tuple[int, ...]) -> tuple[int, ...] | None:
+    """Element strides that view the same elements in C order with shape ``new``, or None if that needs a copy.
+
+    Dimensions are matched in groups of equal element count; a group of old dimensions can be re-split only
+    when it is itself one dense run (each stride the next one times its size).
+    """
+    if math.prod(new) == 0:
+        return _contiguous_strides(new)
+    olds = [(n, s) for n, s in zip(old, strides, strict=True) if n != 1]
+    news = [i for i, n in enumerate(new) if n != 1]
+    result = [0] * len(new)
+    oi = ni = 0
+    while oi < len(olds) and ni < len(news):
+        oj, nj = oi + 1, ni + 1
+        o_count, n_count = olds[oi][0], new[news[ni]]
+        while o_count != n_count:
+            if o_count < n_count:
+                o_count *= olds[oj][0]
+                oj += 1
+            else:
+                n_count *= new[news[nj]]
+                nj += 1
+        if any(olds[k][1] != olds[k + 1][0] * olds[k + 1][1] for k in range(oi, oj - 1)):
+            return None
+        stride = olds[oj - 1][1]
+        for k in range(nj - 1, ni - 1, -1):
+            result[news[k]] = stride
+            stride *= new[news[k]]
+        oi, ni = oj, nj
+    for i, n in enumerate(new):  # a dimension of 1: NumPy's choice, the stride a dense layout would give
+        if n == 1:
+            result[i] = math.prod(new[i + 1 :]) if i + 1 < len(new) else 1
+    return tuple(result)
+
+
+def _no_arithmetic(operation: str) -> InvalidDtypeError:
+    return InvalidDtypeError("arithmetic", "operand", f"a DeviceArray does not do arithmetic ({operation}): bring the "
+                             "data to the host with d.to_numpy() or np.asarray(d), compute there, and write results "
+                             "back with d[...] = host_array")
+
+
+def _refuse(name: str) -> Any:
+    def operator_method(self: DeviceArray, *other: Any) -> Any:
+        raise _no_arithmetic(name)
+
+    operator_method.__name__ = operator_method.__qualname__ = name
+    operator_method.__doc__ = f"Refused: a DeviceArray does not do arithmetic ({name})."
+    return operator_method
+
+
+for _name in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul", "and", "or", "xor", "lshift",
+              "rshift", "divmod"):
+    for _dunder in (f"__{_name}__", f"__r{_name}__", f"__i{_name}__"):
+        if _dunder != "__idivmod__":
+            setattr(DeviceArray, _dunder, _refuse(_dunder))
+for _dunder in ("__neg__", "__pos__", "__abs__", "__invert__", "__lt__", "__le__", "__gt__", "__ge__"):
+    setattr(DeviceArray, _dunder, _refuse(_dunder))

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .contract import Plan
+from .contract import Plan, drop_padding
 from .dtypes import BFLOAT16, FLOAT16
 from .errors import InvalidDtypeError
 
@@ -150,8 +150,9 @@ def scatter(self: Array, indices: Array, quantized: Array, plan: Plan) -> None:
 
 
 def run(plan: Plan, self: Array, indices: Array, updates: Array, quant_scales: Array,
-        quant_zero_points: Array | None) -> None:
+        quant_zero_points: Array | None, *, skip_negative: bool = False) -> None:
     """Run the checked operation on host arrays: quantize, then scatter into ``self`` in place.
+    With ``skip_negative``, padding rows (a negative index) write nothing and are not even quantized.
 
     >>> import numpy as np, ml_dtypes
     >>> from pyacl_qscatter.contract import check_arguments
@@ -159,7 +160,12 @@ def run(plan: Plan, self: Array, indices: Array, updates: Array, quant_scales: A
     >>> s, i, u, sc = np.zeros((1, 2, 32), np.int8), np.array([1]), np.ones((1, 1, 32), bf), np.ones(32, bf)
     >>> run(check_arguments(s, i, u, sc, None, 1, -1, "update"), s, i, u, sc, None); s[0, :, 0].tolist()
     [0, 1]
+    >>> run(check_arguments(s, i, u, sc, None, 1, -1, "update"), s, np.array([-1]), 2 * u, sc, None,
+    ...     skip_negative=True); s[0, :, 0].tolist()
+    [0, 1]
     """
     if plan.empty:
         return
+    if skip_negative:
+        plan, indices, updates = drop_padding(plan, indices, updates)
     scatter(self, indices, quantize(updates, quant_scales, quant_zero_points), plan)

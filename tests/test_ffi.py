@@ -147,6 +147,10 @@ TYPEDEFS: dict[str, str] = {
     "aclmdlRICaptureStatus": "aclmdlRICaptureStatus", "aclrtStreamStatus": "aclrtStreamStatus",
     "aclrtEventRecordedStatus": "aclrtEventRecordedStatus", "aclrtMemLocationType": "aclrtMemLocationType",
     "aclrtMemLocation": "struct aclrtMemLocation", "aclrtPtrAttributes": "struct aclrtPtrAttributes",
+    # dlpack.h (include/06_dlpack.h)
+    "DLDevice": "DLDevice", "DLDataType": "DLDataType", "DLTensor": "DLTensor",
+    "DLManagedTensor": "struct DLManagedTensor", "DLPackVersion": "DLPackVersion",
+    "DLManagedTensorVersioned": "struct DLManagedTensorVersioned",
 }
 
 ENUMS: dict[str, str] = {  # the enum typedefs and a member that fixes each to its own kind
@@ -245,10 +249,17 @@ def test_constants_and_enum_values(ffi: Any) -> None:
 def test_typedefs(ffi: Any) -> None:
     typedefs, structs, unions = ffi.list_types()
     assert sorted(typedefs) == sorted(TYPEDEFS)
-    assert sorted(structs) == ["aclOpExecutor", "aclTensor", "aclrtMemLocation", "aclrtPtrAttributes"]
+    assert sorted(structs) == ["DLManagedTensor", "DLManagedTensorVersioned", "aclOpExecutor", "aclTensor",
+                               "aclrtMemLocation", "aclrtPtrAttributes"]
     # the layout of aclrtPtrAttributes (acl_rt.h): location {id, type}, pageSize, rsv[4]
     assert [f for f, _ in ffi.typeof("aclrtPtrAttributes").fields] == ["location", "pageSize", "rsv"]
     assert ffi.sizeof("aclrtPtrAttributes") == 28
+    # dlpack.h's layouts on a 64-bit ABI: DLTensor 48 bytes; the versioned tensor puts dl_tensor last
+    assert [f for f, _ in ffi.typeof("DLTensor").fields] == ["data", "device", "ndim", "dtype", "shape", "strides",
+                                                            "byte_offset"]
+    sizes = [ffi.sizeof(t) for t in ("DLTensor", "DLManagedTensor", "DLManagedTensorVersioned")]
+    assert sizes == [48, 64, 80]
+    assert ffi.offsetof("DLManagedTensorVersioned", "dl_tensor") == 32
     assert unions == []
     for name, target in TYPEDEFS.items():
         if name in ENUMS:
