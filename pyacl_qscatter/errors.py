@@ -148,7 +148,12 @@ class CannInternalError(CannError):
 class DeviceFaultError(CannInternalError):
     """The device reported a fault (a kernel's AI Core / vector core fault, 5070xx, or a device-level memory
     fault, 507053-507055): what the failed work wrote is undefined. ``sticky`` is True when the device
-    refuses all work until `Device.reset()` (a device-level fault, or CANN's stop-on-failure mode)."""
+    refuses all work until `Device.reset()` (a device-level fault, or CANN's stop-on-failure mode).
+
+    >>> err = DeviceFaultError("aclrtSynchronizeStream", 507053, "HBM ECC error")
+    >>> isinstance(err, RuntimeError), err.sticky
+    (True, True)
+    """
 
     def __init__(self, function: str, code: int, cann_message: str | None = None, *, sticky: bool = False) -> None:
         self.sticky = bool(sticky or code in DEVICE_FAULT_CODES)
@@ -171,7 +176,11 @@ def _device_fault(function: str, code: int, cann_message: str | None, sticky: bo
 
 
 class ForkedProcessError(QScatterError, RuntimeError):
-    """Device use in a child made by ``fork`` after the parent used the device: ACL does not support it."""
+    """Device use in a child made by ``fork`` after the parent used the device: ACL does not support it.
+
+    >>> isinstance(ForkedProcessError("device 0: use it in the parent only"), RuntimeError)
+    True
+    """
 
 
 class AclnnError(CannError):
