@@ -26,6 +26,7 @@ ACL_EVENT_SYNC = 1  # acl_rt.h
 ACL_ERROR_RT_STREAM_CONTEXT = 107003  # rt_error_codes.h: the stream belongs to a context that is not current
 MAX_PENDING = 256  # outstanding fences per device before the oldest is waited for
 _seq = itertools.count()  # orders fence records and host waits across threads
+_Entry = tuple[int, int, int, Callable[[], None] | None, object]  # event, stream, mark, done, keep
 
 
 def mark() -> int:
@@ -76,7 +77,7 @@ class FencePool:
         self._lock = threading.RLock()
         self._free: list[int] = []
         # (event, stream, mark, done, keep): keep is held only so that it outlives the work the fence follows
-        self._pending: deque[tuple[int, int, int, Callable[[], None] | None, object]] = deque()
+        self._pending: deque[_Entry] = deque()
 
     def after(self, stream: int, done: Callable[[], None] | None = None, keep: object = None) -> int:
         """Record a fence after the work queued on ``stream`` so far; ``done()`` runs once that work is known
@@ -134,25 +135,27 @@ class FencePool:
             with self._lock:
                 if not self._pending:
                     return
-                event, _, _, done, _ = self._pending[0]
+                entry = self._pending[0]
                 crowded = len(self._pending) > MAX_PENDING
-            if can_query and _calls.query_event_status(event):
+            if can_query and _calls.query_event_status(entry[0]):
                 pass
             elif crowded:
                 with use_device(self.device_id):
-                    _calls.synchronize_event(event)
+                    _calls.synchronize_event(entry[0])
             else:
                 return
-            self._retire(event, done)
+            self._retire(entry)
 
-    def _retire(self, event: int, done: Callable[[], None] | None) -> None:
+    def _retire(self, entry: _Entry) -> None:
         with self._lock:
-            if not self._pending or self._pending[0][0] != event:
-                return  # another thread retired it meanwhile
+            # By identity: another thread may have retired it meanwhile, and its event may already serve a
+            # newer fence (events are recycled).
+            if not self._pending or self._pending[0] is not entry:
+                return
             self._pending.popleft()
-            self._free.append(event)
-        if done is not None:
-            done()
+            self._free.append(entry[0])
+        if entry[3] is not None:
+            entry[3]()
 
     def ran_before(self, before: int, stream: int | None = None) -> None:
         """Retire the fences recorded on ``stream`` (None: any) before the `mark` ``before``: the caller
@@ -160,7 +163,7 @@ class FencePool:
 
         >>> fences_for(0).ran_before(mark(), stream.handle)  # doctest: +SKIP
         """
-        def covered(entry: tuple[int, int, int, Callable[[], None] | None, object]) -> bool:
+        def covered(entry: _Entry) -> bool:
             return entry[2] < before and (stream is None or entry[1] == stream)
 
         with self._lock:
@@ -182,10 +185,10 @@ class FencePool:
             with self._lock:
                 if not self._pending:
                     break
-                event, _, _, done, _ = self._pending[0]
+                entry = self._pending[0]
             with use_device(self.device_id):
-                _calls.synchronize_event(event)
-            self._retire(event, done)
+                _calls.synchronize_event(entry[0])
+            self._retire(entry)
         with self._lock:
             events, self._free = self._free, []
         if events:

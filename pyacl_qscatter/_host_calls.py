@@ -12,6 +12,7 @@ cached block.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -21,9 +22,10 @@ import numpy as np
 from . import _calls, _fences
 from ._prepared import Prepared
 from .contract import Plan, check_arguments
+from .errors import CannError
 from .memory import DeviceArray, on_empty_cache
 from .pinned import PinnedPool, host_array, pinned_pool
-from .runtime import ARRAYS, Device, close_all, track, use_device
+from .runtime import ARRAYS, Device, call_each, close_all, track, use_device
 
 __all__ = ["MAX_LAYOUTS", "HostCall", "host_call"]
 
@@ -34,7 +36,10 @@ _STEP = 512  # offsets of the inputs in their shared device block and pinned buf
 
 
 def _give_back(pool: PinnedPool, ptr: int, size: int, stream: int) -> None:
-    pool.give_after(ptr, size, stream)  # after anything still queued that uses it
+    # After anything still queued that uses it. A refusal (a stopped device) parks the buffer until the
+    # device is idle or reset, and has nobody to go to: this often runs from the garbage collector.
+    with contextlib.suppress(CannError):
+        pool.give_after(ptr, size, stream)
 
 
 class HostCall:
@@ -62,7 +67,8 @@ class HostCall:
                                                           owner=block)) for off, part in zip(offsets, parts,
                                                                                              strict=True)]
             self.compact = self._keep(DeviceArray.empty(plan.updates_shape, np.int8, device=dev, stream=stream))
-            index = self._keep(DeviceArray.zeros((plan.batch,), np.int32, device=dev, stream=stream))
+            # Zeroed before anything else is queued (made once per layout: the wait costs nothing later).
+            index = self._keep(DeviceArray.zeros((plan.batch,), np.int32, device=dev))
             d_zp = inputs[2] if len(inputs) > 2 else None
             compact_plan = check_arguments(self.compact, index, inputs[0], inputs[1], d_zp, plan.axis,
                                            plan.quant_axis, reduce, dev.product)
@@ -173,11 +179,13 @@ def _release_device(device_id: int) -> None:
         idle = [(k, v) for k, v in _layouts.items() if k[0] == device_id and v.lock.acquire(blocking=False)]
         for key, _ in idle:
             del _layouts[key]
-    for _, call in idle:
+    def close(call: HostCall) -> None:
         try:
             call.close()
         finally:
             call.lock.release()
+
+    call_each(close, [call for _, call in idle])
 
 
 on_empty_cache(_release_device)

@@ -5,6 +5,12 @@ A replay queues the recorded work with the addresses and values captured, so inp
 the same device buffers between replays (``copy_from``, or `Graph.write_indices` for checked indices). The
 calls inside a capture must already be prepared (run the step once before capturing): nothing inside may
 wait for the device, allocate, or copy from the host, and each refusal says why.
+
+Executors under capture: each captured call still runs phase 1 and phase 2; phase 2 records the kernel
+launch into the graph and, as always, consumes a non-repeatable executor (nnopbase ``CommonOpExecutorRun``).
+What a replay runs is the recorded task, with the descriptors' addresses and the workspace as captured, so
+no executor is touched again; the graph keeps the calls, their arrays and the stream's workspace block
+alive instead (a repeatable executor, where a toolkit accepts one, stays with its call).
 """
 
 from __future__ import annotations
@@ -72,7 +78,8 @@ class Graph:
             raise InvalidValueError("closed", "stream", "is closed")
         self.mode = mode
         self.model = 0
-        self.calls: list[tuple[Any, tuple[Any, ...]]] = []  # (prepared call, the operands it was given)
+        # (prepared call, the operands it was given), in capture order: `write_indices` numbers them so.
+        self.calls: list[tuple[Any, tuple[Any, ...]]] = []
         self._workspaces: list[Any] = []
         # Where replays were queued, with the stream's context: synchronised before the model is destroyed.
         self._streams: dict[int, int | None] = {self.stream.handle: self.stream.context}

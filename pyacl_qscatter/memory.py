@@ -230,8 +230,12 @@ class CachingAllocator:
 
         >>> allocator_for(0).empty_cache()  # doctest: +SKIP
         """
-        for hook in _empty_cache_hooks:
-            hook(self.device_id)
+        failure: CannError | None = None
+        for hook in _empty_cache_hooks:  # what they release comes back here first
+            try:
+                hook(self.device_id)
+            except CannError as exc:  # reported once the rest is released
+                failure = failure or exc
         with self._lock:
             taken = [(key, p) for key, bucket in self._free.items() for p in bucket]
             self._free.clear()
@@ -250,6 +254,8 @@ class CachingAllocator:
                 call_each(_calls.free, [p for _, p in taken])  # the device was synchronised
         finally:
             pinned_pool(self.device_id).drain()
+        if failure is not None:
+            raise failure
 
     def abandon(self) -> None:
         """For `Device.reset` of a stopped device, which runs no more queued work: free every cached block

@@ -9,6 +9,7 @@ the real ``self`` asynchronously on a stream.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Any
 
@@ -18,7 +19,7 @@ from . import _calls, _loader, _prepared, reference
 from ._host_calls import forget, host_call
 from ._prepared import Prepared
 from .contract import Plan, Product, check_arguments, check_indices
-from .errors import InvalidValueError, QScatterError
+from .errors import CannError, InvalidValueError, QScatterError
 from .graph import GraphCaptureError, capturing
 from .memory import D2D, DeviceArray, close_on_error
 from .runtime import Device, Stream, ensure_runtime, use_device
@@ -128,7 +129,8 @@ def run_host(self_: Array, indices: Array, updates: Array, scales: Array, zero_p
             try:
                 quantized = call.run(parts)
             except BaseException:
-                forget(call)  # queued work may still use its buffers: never reused
+                with contextlib.suppress(CannError):  # the failure being raised is the one to report
+                    forget(call)  # queued work may still use its buffers: never reused
                 raise
             reference.scatter(self_, indices, quantized, plan)
             return

@@ -23,9 +23,13 @@ from .dtypes import dtype_name
 from .errors import InvalidDtypeError, InvalidValueError
 from .runtime import ARRAYS, CACHES, Device, call_each, track, use_device
 
-__all__ = ["ALIGN", "PinnedPool", "host_array", "is_pinned", "pinned_empty", "pinned_pool", "round_size"]
+__all__ = ["ALIGN", "DEFAULT_PINNED_CACHE_LIMIT", "PinnedPool", "host_array", "is_pinned", "pinned_empty",
+           "pinned_pool", "round_size"]
 
 ALIGN = 64  # bytes: aclrtMemcpyAsync's alignment rule for host and device addresses
+# Free staging bytes a device's pool keeps (CANN's documentation of aclrtMallocHost: too much page-locked
+# memory slows the whole system); a buffer given back beyond it is freed at once.
+DEFAULT_PINNED_CACHE_LIMIT = 256 << 20
 _SMALL_STEP, _LARGE_STEP, _LARGE = 512, 1 << 20, 1 << 20
 
 
@@ -124,6 +128,7 @@ class PinnedPool:
         self._free: defaultdict[int, list[int]] = defaultdict(list)
         self._parked: list[tuple[int, int]] = []  # buffers whose copies' end could not be fenced: freed at drain
         self.cached_bytes = 0  # free buffers held for reuse
+        self.cache_limit = DEFAULT_PINNED_CACHE_LIMIT
         self.allocations = 0  # aclrtMallocHost calls made
 
     def take(self, nbytes: int) -> tuple[int, int]:
@@ -145,13 +150,19 @@ class PinnedPool:
         return ptr, size
 
     def give(self, ptr: int, size: int) -> None:
-        """Return a buffer that no queued copy uses.
+        """Return a buffer that no queued copy uses (freed at once beyond ``cache_limit`` free bytes, default
+        `DEFAULT_PINNED_CACHE_LIMIT`).
 
         >>> pinned_pool(0).give(ptr, size)  # doctest: +SKIP
         """
         with self._lock:
-            self._free[size].append(ptr)
-            self.cached_bytes += size
+            keep = self.cached_bytes + size <= self.cache_limit
+            if keep:
+                self._free[size].append(ptr)
+                self.cached_bytes += size
+        if not keep:
+            with use_device(self.device_id):
+                _calls.free_host(ptr)
 
     def give_after(self, ptr: int, size: int, stream: int, keep: object = None) -> None:
         """Return a buffer once the work queued on ``stream`` so far has run; ``keep`` (for example a user's

@@ -450,7 +450,7 @@ def test_selftest_reports_the_toolkit_and_one_environment_error(emulator_root: P
     out = run_script(script, emulator_root)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "ACL API" in out.stdout and f"kernel path {emulator_root / 'opp'} (environment)" in out.stdout
-    assert "repeatable executors: " in out.stdout and "graph capture " in out.stdout
+    assert "repeatable executors: refused by the toolkit" in out.stdout and "graph capture " in out.stdout
     home = tmp_path / "no-opp"
     shutil.copytree(emulator_root / "lib64", home / "lib64", symlinks=True)
     out = run_script(script, home, ASCEND_OPP_PATH="")

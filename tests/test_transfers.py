@@ -3,8 +3,10 @@ asynchronous inputs, pinned_empty, against the strict emulator's counters (never
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import ml_dtypes
@@ -14,10 +16,10 @@ from emulator.emu import Emu
 from reliability import CHILD_PROLOGUE, report, run_script, settle
 
 import pyacl_qscatter as qs
-from pyacl_qscatter import DeviceArray, Stream, pinned_empty
+from pyacl_qscatter import DeviceArray, Stream, _transfer, pinned_empty
 from pyacl_qscatter.memory import allocator_for
 from pyacl_qscatter.pinned import is_pinned, pinned_pool
-from pyacl_qscatter.runtime import Device
+from pyacl_qscatter.runtime import Device, ensure_runtime
 
 pytestmark = pytest.mark.emulator
 BF16 = ml_dtypes.bfloat16
@@ -269,3 +271,43 @@ def test_numpy_calls_work_again_after_a_device_reset(dev: Device, emu: Emu) -> N
     assert emu.stat("errors_detected") == 0
     Device(0).stream  # noqa: B018  (the fixture's package stream, made again after the reset)
     assert settle(emu) == start
+
+
+def test_the_pinned_pool_keeps_at_most_its_limit(dev: Device, emu: Emu) -> None:
+    start = settle(emu)
+    pool = pinned_pool(0)
+    limit = pool.cache_limit
+    try:
+        pool.cache_limit = 64 * KIB
+        with DeviceArray.zeros((100 * KIB,), np.int8) as d:
+            emu.reset()
+            assert not d.to_numpy().any()
+            assert emu.calls("aclrtMallocHost") == 1 and emu.calls("aclrtFreeHost") == 1  # too big to keep
+            assert pool.cached_bytes == 0
+            assert not d[: 32 * KIB].to_numpy().any()
+            assert pool.cached_bytes == 32 * KIB  # fits: kept for the next copy
+    finally:
+        pool.cache_limit = limit
+    assert settle(emu) == start
+
+
+@pytest.mark.parametrize(("key", "copies"), [(np.s_[:, 10:13], 8), (np.s_[:, 5, 0:1000], 8)])
+def test_without_2d_copies_a_view_moves_one_copy_per_run(dev: Device, emu: Emu, monkeypatch: pytest.MonkeyPatch,
+                                                         key: Any, copies: int) -> None:
+    cann = ensure_runtime()
+    without = SimpleNamespace(caps=dataclasses.replace(cann.caps, memcpy_2d=False))
+    monkeypatch.setattr(_transfer, "ensure_runtime", lambda: without)  # a toolkit without aclrtMemcpy2dAsync
+    host = host_cache(5)
+    with DeviceArray.from_numpy(host) as d:
+        view = d[key]
+        emu.reset()
+        np.testing.assert_array_equal(view.to_numpy(), host[key])
+        assert emu.calls("aclrtMemcpyAsync") == copies and emu.calls("aclrtMemcpy2dAsync") == 0
+        assert emu.stat("bytes_d2h") <= 1.1 * view.nbytes
+        new = np.ones(view.shape, np.int8)
+        emu.reset()
+        view.copy_from(new)
+        assert emu.calls("aclrtMemcpyAsync") == copies and emu.stat("bytes_h2d") == view.nbytes
+        host[key] = new
+        np.testing.assert_array_equal(d.to_numpy(), host)
+    assert emu.stat("errors_detected") == 0

@@ -16,7 +16,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from ..api import quant_scatter
+from ..api import quant_scatter, quant_scatter_
 from ..backends import backend_status
 from ..contract import resolve_product
 from ..errors import CannError, ContractError, DeviceFaultError, QScatterError
@@ -94,6 +94,32 @@ def toolkit_lines() -> list[str]:
     ]
 
 
+def device_resident_case() -> str | None:
+    """One device-resident call, run twice as a kept prepared call (the path that asks the toolkit, once per
+    process, for a repeatable executor), against the reference; None when both agree.
+
+    >>> device_resident_case()  # doctest: +SKIP
+    """
+    from ..memory import DeviceArray
+
+    rng = np.random.default_rng(1)
+    bf = ml_dtypes.bfloat16
+    host = rng.integers(-128, 128, (2, 8, 32), dtype=np.int8)
+    args = (np.array([5, 1], np.int32), rng.uniform(-3, 3, (2, 1, 32)).astype(bf), np.full(32, 0.25, bf))
+    want = quant_scatter(host, *args, backend="cpu")
+    arrays = [DeviceArray.from_numpy(a) for a in (host, *args)]
+    d_self, d_idx, d_upd, d_sc = arrays
+    try:
+        for _ in range(2):
+            quant_scatter_(d_self, d_idx, d_upd, d_sc)
+        got = d_self.to_numpy()
+    finally:
+        for arr in arrays:
+            arr.close()
+    diff = int(np.count_nonzero(got != want))
+    return None if diff == 0 else f"device-resident call: {diff} positions differ from the reference"
+
+
 def _repeatable_line() -> str:
     from .._diagnostics import repeatable_executors
 
@@ -149,6 +175,10 @@ def main(argv: list[str]) -> int:
     except EnvironmentFailure as exc:
         print(f"ENVIRONMENT ERROR (no case can pass until it is fixed): {exc}")
         return 2
+    if args.backend == "npu":
+        problem = device_resident_case()
+        if problem:
+            mismatches.append(problem)
     for line in mismatches:
         print("MISMATCH", line)
     if args.backend == "npu":

@@ -68,10 +68,10 @@ FAULT_CLASSES: dict[int, type[CannError]] = {
     107000: CannUsageError, 207004: CannResourceError, 207001: CannOutOfMemoryError, 507000: CannInternalError,
     161002: AclnnArgumentError, 561002: AclnnError,
 }
-# A destroying call CANN refuses leaves that one object with CANN.
 # Phase 2 deletes a non-repeatable executor even when it fails (nnopbase CommonOpExecutorRun), so the package
 # never touches it again; an injected fault in the emulator returns before its phase 2 runs and keeps it.
 PHASE_2 = ("aclnnInplaceQuantScatter", "aclnnInplaceQuantScatterV2")
+# A destroying call CANN refuses leaves that one object with CANN.
 DESTROY_LEAK = {"aclDestroyTensor": "live_tensors", "aclDestroyAclOpExecutor": "live_executors",
                 "aclrtDestroyStream": "live_streams", "aclrtDestroyEvent": "live_events",
                 "aclrtFree": "live_device_blocks"}
@@ -79,9 +79,6 @@ START_SYMBOLS = ("aclInit", "aclrtGetDeviceCount", "aclrtSetDevice", "aclrtCreat
 TEARDOWN_SYMBOLS = ("aclrtSynchronizeStream", "aclDestroyAclOpExecutor", "aclDestroyTensor", "aclrtFree",
                     "aclrtSynchronizeDevice", "aclrtDestroyEvent", "aclrtDestroyStream", "aclrtResetDevice",
                     "aclFinalize")
-# An injected phase-2 failure returns before the emulated nnopbase deletes the executor; real nnopbase deletes
-# it whatever phase 2 returns (CommonOpExecutorRun), so the package must not touch it and the counter keeps it.
-PHASE2 = ("aclnnInplaceQuantScatter", "aclnnInplaceQuantScatterV2")
 KERNEL_FAULT = 507015  # ACL_ERROR_RT_AICORE_EXCEPTION: reported once by a synchronisation (default mode)
 DEVICE_FAULT = 507054  # ACL_ERROR_RT_HBM_MULTI_BIT_ECC_ERROR: a device-level fault, the device stops
 # What the package may leave behind when a teardown call fails (the executor of a stream that failed to
@@ -325,8 +322,6 @@ def fault_sweep(probe: Probe, codes: tuple[int, ...]) -> dict[str, Any]:
                 if consumed:
                     leak.pop("live_executors", None)  # phase 2 consumed it (see PHASE_2): never ours to free
                 allowed = {DESTROY_LEAK[symbol]: 1} if refused else {}
-                if symbol in PHASE2:
-                    allowed = {"live_executors": 1}
                 leak.pop("live_device_bytes", None)
                 if problem is None and leak != allowed:
                     problem = f"leaked {leak}"
