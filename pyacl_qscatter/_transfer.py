@@ -191,8 +191,8 @@ def _upload(arr: DeviceArray, data: Array, stream: Stream, wait: bool) -> None:
             pool.hold_until_run(handle, data)
         return
     caps = ensure_runtime().caps
-    use_2d = n > 1 and aligned and caps.memcpy_2d and bool(pitch) and (pitch or 0) % ALIGN == 0 \
-        and n <= MAX_2D_HEIGHT
+    use_2d = (n > 1 and aligned and caps.memcpy_2d and pitch is not None and pitch > 0 and pitch % ALIGN == 0
+              and n <= MAX_2D_HEIGHT)
     if not aligned or (n > MAX_ROW_COPIES and not use_2d):
         _wait(stream)  # aclrtMemcpy is not ordered after queued work
         flat = data.reshape(n, run // data.dtype.itemsize)
@@ -208,7 +208,7 @@ def _upload(arr: DeviceArray, data: Array, stream: Stream, wait: bool) -> None:
         if n == 1:
             _calls.memcpy_async(int(addrs[0]), run, ptr, run, H2D, handle)
         elif use_2d:
-            _calls.memcpy_2d_async(int(addrs[0]), int(pitch or 0), ptr, hp, run, n, H2D, handle)
+            _calls.memcpy_2d_async(int(addrs[0]), pitch or 0, ptr, hp, run, n, H2D, handle)
         else:
             for i, addr in enumerate(addrs.tolist()):
                 _calls.memcpy_async(addr, run, ptr + i * hp, run, H2D, handle)
