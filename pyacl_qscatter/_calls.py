@@ -22,9 +22,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from . import _loader
+from . import _loader, errors
 from ._ffi._cann import ffi
-from .errors import CannError, cann_error
+from .errors import CannError, DeviceFaultError, cann_error
 
 __all__ = [
     "ACLNN_ERR_PARAM_INVALID",
@@ -315,7 +315,10 @@ def recent_error_message() -> str | None:
 def _error(function: str, code: int) -> CannError:
     # First thing after the failing call: the message is per thread and the next CANN call may clear it.
     message = recent_error_message()
-    return cann_error(function, code, message)
+    error = cann_error(function, code, message)
+    if isinstance(error, DeviceFaultError) and errors.fault_hook is not None:
+        errors.fault_hook(error)  # the device layer notes a device that stopped
+    return error
 
 
 # ------------------------------------------------------------------------------------- process, device

@@ -192,7 +192,8 @@ class AclnnArgumentError(AclnnError, ValueError):
 
 
 fault_hook: Callable[[DeviceFaultError], None] | None = None
-"""Called with every `DeviceFaultError` `cann_error` builds (the device layer notes which device stopped)."""
+"""Called by ``_calls`` with every `DeviceFaultError` a CANN call returned (the device layer notes which
+device stopped); `cann_error` itself stays a pure function."""
 
 
 def cann_error(function: str, code: int, cann_message: str | None = None) -> CannError:
@@ -219,7 +220,4 @@ def cann_error(function: str, code: int, cann_message: str | None = None) -> Can
         )
     if not isinstance(cann_message, str):
         cann_message = None
-    error = cls(function, code, cann_message)
-    if fault_hook is not None and isinstance(error, DeviceFaultError):
-        fault_hook(error)
-    return error
+    return cls(function, code, cann_message)

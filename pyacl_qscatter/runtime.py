@@ -472,8 +472,10 @@ class Device:
         First every array, view, stream, event and prepared call the package made on this device is
         closed: its memory is gone (using one raises the closed error; copy to the host first what you still
         need, if the device still answers). Streams wrapped with `Stream.from_handle` are forgotten, not
-        destroyed. CANN may refuse those releases on a stopped device; the reset reclaims the memory then.
-        Afterwards the device takes work again; a fault that was reported is forgotten.
+        destroyed. The device's cached blocks, pinned staging buffers and events are given back without
+        waiting (a stopped device runs no more queued work). CANN may refuse some releases on a stopped
+        device; the reset reclaims those. Then ``aclrtResetDevice`` for the package's ``aclrtSetDevice``;
+        afterwards the device takes work again and the fault is forgotten.
 
         >>> Device(0).reset()  # doctest: +SKIP
         """

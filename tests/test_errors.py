@@ -169,17 +169,15 @@ def test_sticky_kernel_fault_says_reset_and_pickles() -> None:
     assert again.sticky and str(again) == str(err) and "Device.reset()" in str(err)
 
 
-def test_the_fault_hook_sees_every_fault_and_nothing_else() -> None:
+def test_cann_error_stays_pure_the_fault_hook_is_the_device_layers() -> None:
     seen: list[int] = []
     old, errors.fault_hook = errors.fault_hook, lambda e: seen.append(e.code)
     try:
-        cann_error("f", 507015)
-        cann_error("f", 507000)
-        cann_error("f", 161002)
+        cann_error("f", 507015)  # building an exception (here, in a test) must stop no device
         cann_error("f", 507054)
     finally:
         errors.fault_hook = old
-    assert seen == [507015, 507054]
+    assert seen == []
 
 
 @pytest.mark.parametrize("code", [207001, 161002, 507015, 123])
