@@ -7,10 +7,12 @@ Ascend stream semantics (DLPack defines ``stream`` only for CUDA and ROCm; this 
 ``stream`` is the consumer's stream, where it will use the memory. An int is the consumer's
 ``aclrtStream`` handle (0 is the default stream), ``None`` means the device's default stream (NULL), and
 ``-1`` asks for no ordering at all. Otherwise the producer's pending work on the memory is ordered
-before the consumer's stream with an event (``aclrtRecordEvent`` on the producer's stream,
+before the consumer's stream with an event (a fence recorded on each producer stream that used the memory,
 ``aclrtStreamWaitEvent`` on the consumer's): the host never waits. A toolkit without
-``aclrtStreamWaitEvent`` or ``aclrtCreateEventExWithFlag`` gets a host wait on the producer's streams
-instead.
+``aclrtStreamWaitEvent``, or a consumer stream in a context the package cannot use, gets a host wait on
+the producer's streams instead.
+
+Capsules carry no destructor: see `_sweep` for why, and for when an unconsumed capsule's tensor is released.
 """
 
 from __future__ import annotations
