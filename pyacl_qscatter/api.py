@@ -124,7 +124,7 @@ def _run(self: Array, indices: object, updates: object, quant_scales: object, qu
         else:
             npu.run_host(self, idx, upd, sc, zp, axis, quant_axis, reduce)
         return
-    plan = check_arguments(self, idx, upd, sc, zp, axis, quant_axis, reduce, product)
+    plan = check_arguments(self, idx, upd, sc, zp, axis, quant_axis, reduce, product, skip_negative=skip_negative)
     check_indices(plan, idx, skip_negative=skip_negative)
     reference.run(plan, self, idx, upd, sc, zp, skip_negative=skip_negative)
 
@@ -136,7 +136,8 @@ def _run_host_padded(self: Array, idx: Array, upd: Array, sc: Array, zp: Array |
     from . import npu
     from .runtime import Device
 
-    plan = check_arguments(self, idx, upd, sc, zp, axis, quant_axis, reduce, Device.current().product)
+    plan = check_arguments(self, idx, upd, sc, zp, axis, quant_axis, reduce, Device.current().product,
+                           skip_negative=True)
     check_indices(plan, idx, skip_negative=True)
     if plan.empty:
         return

@@ -141,8 +141,12 @@ def check_arguments(
     quant_axis: int,
     reduce: str,
     product: str | Product | None = None,
+    *,
+    skip_negative: bool = False,
 ) -> Plan:
-    """Check dtypes, ranks, axes, shapes and counts; return the normalised `Plan`.
+    """Check dtypes, ranks, axes, shapes and counts; return the normalised `Plan`. With ``skip_negative``
+    the 1-D rule ``updates.shape[0] <= self.shape[0]`` concerns the rows that are not padding, so
+    `check_indices` makes it on the index values.
 
     >>> import numpy as np, ml_dtypes
     >>> bf = ml_dtypes.bfloat16
@@ -201,7 +205,7 @@ def check_arguments(
     if idx_shape[0] != upd_shape[0]:
         raise InvalidValueError("batch_mismatch", "indices", f"must have as many rows as updates.shape[0] "
                                 f"({upd_shape[0]}), got {idx_shape[0]}")
-    if len(idx_shape) == 1 and upd_shape[0] > self_shape[0]:
+    if len(idx_shape) == 1 and upd_shape[0] > self_shape[0] and not skip_negative:
         raise InvalidValueError("batch_mismatch", "updates", f"with 1-D indices, updates.shape[0] must be <= "
                                 f"self.shape[0] ({self_shape[0]}), got {upd_shape[0]}")
     for d in range(1, rank):
@@ -307,6 +311,9 @@ def check_indices(plan: Plan, indices: np.ndarray[Any, Any], *, skip_negative: b
         _check_range(dest, rows, 0, n_dest - 1, "column 0 (destination batch)", f"[0, {n_dest})")
     else:
         dest, start = rows, idx
+        if rows.size and int(rows[-1]) >= n_dest:  # only reachable with padding (else a shape error)
+            raise InvalidValueError("batch_mismatch", "indices", f"with 1-D indices, row b writes batch b of self: "
+                                    f"row {int(rows[-1])} is not padding but self.shape[0] is {n_dest}")
     _check_range(start, rows, 0, size - block, "start", f"[0, {size - block}] (self.shape[{plan.axis}] = {size} "
                  f"minus block height {block})")
     if plan.indices_2d and len(start) > 1:

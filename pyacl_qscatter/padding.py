@@ -83,7 +83,7 @@ def run_padded(self_: DeviceArray, indices: Any, updates: Any, scales: Any, zero
 
     s = self_.device.stream if stream is None else stream
     plan = check_arguments(self_, indices, updates, scales, zero_points, axis, quant_axis, reduce,
-                           self_.device.product)
+                           self_.device.product, skip_negative=True)
     host = indices.to_numpy(stream=s) if isinstance(indices, DeviceArray) else np.asarray(indices)
     check_indices(plan, host, skip_negative=True)
     if plan.empty:

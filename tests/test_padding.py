@@ -168,9 +168,16 @@ def test_checks_apply_to_the_remaining_rows_with_the_callers_row_numbers() -> No
     # a padding row may repeat a valid row's slot: it writes nothing, so nothing overlaps
     qs.quant_scatter_(cache, np.array([[0, 1], [0, -1], [1, 3]]), 2 * upd, sc, backend="cpu", skip_negative=True)
     assert cache[0, 1, 0] == 2 and cache[1, 3, 0] == 2 and int(np.count_nonzero(cache)) == 64
+    # 1-D: row b writes batch b, so more rows than self has batches is fine only while the extra rows are
+    # padding (the batch-size rule applies to the remaining rows)
+    qs.quant_scatter_(cache, np.array([0, -1, -1]), 3 * upd, sc, backend="cpu", skip_negative=True)
+    assert cache[0, 0, 0] == 3 and cache[1, 0, 0] == 0
+    with pytest.raises(InvalidValueError, match=r"row 2 is not padding but self\.shape") as err:
+        qs.quant_scatter_(cache, np.array([0, -1, 1]), upd, sc, backend="cpu", skip_negative=True)
+    assert err.value.kind == "batch_mismatch"
     # shape rules still look at the whole call
     with pytest.raises(InvalidValueError) as err:
-        qs.quant_scatter_(cache, np.array([0, -1, -1]), upd, sc, backend="cpu", skip_negative=True)
+        qs.quant_scatter_(cache, np.array([0, -1]), upd, sc, backend="cpu", skip_negative=True)
     assert err.value.kind == "batch_mismatch"
 
 
@@ -184,6 +191,10 @@ def test_device_indices_without_the_check_are_refused(dev: Device) -> None:
     # host indices are always read, so check_indices=False is fine there
     qs.quant_scatter_(d_cache, np.array([0, -1], np.int32), upd, sc, skip_negative=True, check_indices=False)
     assert d_cache.to_numpy()[0, 0].tolist() == [1] * 32 and not d_cache.to_numpy()[1].any()
+    # more 1-D rows than batches, the extra ones padding: fine on the device too
+    more = DeviceArray.from_numpy(np.array([-1, 2, -1], np.int32))
+    qs.quant_scatter_(d_cache, more, np.full((3, 1, 32), 2, BF16), sc, skip_negative=True)
+    assert d_cache.to_numpy()[1, 2].tolist() == [2] * 32
 
 
 def test_paged_indices_matches_divmod() -> None:
