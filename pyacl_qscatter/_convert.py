@@ -1,10 +1,13 @@
 """Turning what a caller passes into the arrays the contract checks (the documented conversion rule).
 
-Rule: an array whose dtype CANN accepts for that parameter is used as it is, never converted (so a wrong
-combination of CANN dtypes is reported, not silently fixed). Anything else that holds numbers (float64
-arrays, float32 updates, float16 scales, nested lists, Python scalars) is converted to the dtype the
-combination needs, and the combination is decided by ``updates``: bfloat16 unless updates are float16.
-Floats become bfloat16 by rounding to nearest even; int32 zero points must be integral. ``strict=True``
+Rule, in one sentence: Python numbers and lists, and arrays in NumPy's default dtypes (float64, int64), are
+converted to the dtype the combination needs, the combination being chosen by ``updates`` (float16 updates:
+float32 scales and int32 zero points; anything else: bfloat16 throughout); an array in any other dtype is
+used exactly as it is, so it must already be a dtype CANN takes there.
+
+So a dtype the caller chose (float32 scales, float16 scales, int8 updates) is never changed behind their
+back: it is refused with the rule in the message. Floats become bfloat16 by rounding to nearest even;
+int32 zero points must be integral; indices must hold integers (lists become int64). ``strict=True``
 refuses every conversion. ``self`` is never converted.
 """
 
@@ -28,6 +31,8 @@ NATIVE = {
     "quant_zero_points": (BFLOAT16, INT32),
     "indices": (np.dtype(np.int32), INT64),
 }
+# NumPy's dtypes for numbers nobody typed (``np.asarray(0.1)``, ``np.arange``): the only arrays converted.
+DEFAULTS = (np.dtype(np.float64), INT64)
 TARGET = {  # combination -> dtype of (scales, zero points)
     "bf16": (BFLOAT16, BFLOAT16),
     "fp16": (FLOAT32, INT32),
@@ -52,10 +57,16 @@ def _convert(value: object, param: str, target: np.dtype[Any], strict: bool) -> 
     arr = _numeric(value, param)
     if arr.dtype in NATIVE[param]:
         return arr
+    typed = isinstance(value, (np.ndarray, np.generic))
     if strict:
         raise InvalidDtypeError(param, param, f"strict=True: must already be one of "
                                 f"{[dtype_name(d) for d in NATIVE[param]]}, got {dtype_name(arr.dtype)}"
-                                f"{'' if isinstance(value, np.ndarray) else ' (not an ndarray)'}")
+                                f"{'' if typed else ' (not an ndarray)'}")
+    if typed and arr.dtype not in DEFAULTS:
+        needs = " or ".join(dtype_name(d) for d in NATIVE[param]) if param == "updates" else dtype_name(target)
+        raise InvalidDtypeError("dtype_combo", param, f"dtype {dtype_name(arr.dtype)} is used as given (only "
+                                f"Python numbers, lists and float64/int64 arrays are converted), and CANN needs "
+                                f"{needs} here: pass {param}.astype(...) of that dtype")
     if target == INT32:
         if arr.dtype.kind == "f" or arr.dtype == BFLOAT16:
             f64 = arr.astype(np.float64)
@@ -85,10 +96,10 @@ def _indices(value: object, strict: bool) -> Array:
             raise InvalidValueError("indices_2d_shape", "indices", f"is not a rectangular array ({exc})") from None
     if arr.dtype in NATIVE["indices"] and (isinstance(value, np.ndarray) or not strict):
         return arr
-    if arr.dtype.kind in "iu" and not strict:
+    if arr.dtype.kind in "iu" and not strict and not isinstance(value, np.ndarray):
         if arr.dtype.kind == "u" and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
             raise InvalidValueError("index_too_large", "indices", f"values must fit in int64, got {int(arr.max())}")
-        return arr.astype(INT64)  # nested lists of Python ints, other integer dtypes
+        return arr.astype(INT64)  # nested lists of Python ints
     if strict and arr.dtype in NATIVE["indices"]:
         raise InvalidDtypeError("indices_dtype", "indices", "strict=True: must already be an int32 or int64 ndarray, "
                                 f"got a {type(value).__name__}")

@@ -33,7 +33,11 @@ class ArrayLike(Protocol):
 
 @dataclass(frozen=True)
 class Product:
-    """An Ascend product family and the rules QuantScatter follows on it."""
+    """An Ascend product family and the rules QuantScatter follows on it.
+
+    >>> PRODUCTS["950"].alignment, PRODUCTS["310P"].bf16
+    (False, False)
+    """
 
     name: str
     soc_prefix: str

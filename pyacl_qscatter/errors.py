@@ -29,13 +29,25 @@ __all__ = [
 
 
 class QScatterError(Exception):
-    """Base class of every exception pyacl_qscatter raises on purpose."""
+    """Base class of every exception pyacl_qscatter raises on purpose.
+
+    >>> import numpy as np, pyacl_qscatter as qs
+    >>> try:
+    ...     qs.quant_scatter(np.zeros((1, 2, 32), np.int8), [5], np.ones((1, 1, 32)), np.ones(32), backend="cpu")
+    ... except QScatterError as exc:
+    ...     print(type(exc).__name__, exc.kind)
+    InvalidValueError index_too_large
+    """
 
 
 class ContractError(QScatterError):
     """An input breaks the operator contract; raised before anything is modified.
 
     ``kind`` is the rule's name (the conformance set's ``error`` key), ``param`` the offending parameter.
+
+    >>> err = ContractError("reduce", "reduce", "must be 'update', got 'add'")
+    >>> err.kind, err.param, str(err)
+    ('reduce', 'reduce', "reduce: must be 'update', got 'add'")
     """
 
     def __init__(self, kind: str, param: str, message: str) -> None:
@@ -45,19 +57,36 @@ class ContractError(QScatterError):
 
 
 class InvalidValueError(ContractError, ValueError):
-    """A bad value or shape (a ``ValueError``)."""
+    """A bad value or shape (a ``ValueError``).
+
+    >>> isinstance(InvalidValueError("rank", "self", "must have 3 to 8 dimensions, got 2"), ValueError)
+    True
+    """
 
 
 class InvalidDtypeError(ContractError, TypeError):
-    """A bad type or dtype (a ``TypeError``)."""
+    """A bad type or dtype (a ``TypeError``).
+
+    >>> isinstance(InvalidDtypeError("self_dtype", "self", "must be int8, got int16"), TypeError)
+    True
+    """
 
 
 class BackendUnavailableError(QScatterError, RuntimeError):
-    """The requested backend cannot run here; the message says why."""
+    """The requested backend cannot run here; the message says why.
+
+    >>> isinstance(BackendUnavailableError("npu: CANN could not be loaded"), RuntimeError)
+    True
+    """
 
 
 class CannNotFoundError(QScatterError, OSError):
-    """No usable CANN toolkit was found; ``attempts`` lists every place tried and why it failed."""
+    """No usable CANN toolkit was found; ``attempts`` lists every place tried and why it failed.
+
+    >>> err = CannNotFoundError([("ASCEND_HOME_PATH", "not set")], "source set_env.sh")
+    >>> isinstance(err, OSError), err.attempts
+    (True, [('ASCEND_HOME_PATH', 'not set')])
+    """
 
     def __init__(self, attempts: Sequence[tuple[str, str]], fix: str) -> None:
         lines = [f"  - {where}: {why}" for where, why in attempts] or ["  (no place to look)"]
@@ -70,7 +99,12 @@ class CannNotFoundError(QScatterError, OSError):
 
 
 class CannError(QScatterError, RuntimeError):
-    """A CANN call failed: carries the function, the status code, its name and CANN's own message."""
+    """A CANN call failed: carries the function, the status code, its name and CANN's own message.
+
+    >>> err = CannError("aclrtSetDevice", 107001, "invalid device id")
+    >>> err.function, err.code, err.name, err.cann_message
+    ('aclrtSetDevice', 107001, 'ACL_ERROR_RT_INVALID_DEVICEID', 'invalid device id')
+    """
 
     def __init__(self, function: str, code: int, cann_message: str | None = None) -> None:
         self.function = function
@@ -114,7 +148,12 @@ class CannInternalError(CannError):
 class DeviceFaultError(CannInternalError):
     """The device reported a fault (a kernel's AI Core / vector core fault, 5070xx, or a device-level memory
     fault, 507053-507055): what the failed work wrote is undefined. ``sticky`` is True when the device
-    refuses all work until `Device.reset()` (a device-level fault, or CANN's stop-on-failure mode)."""
+    refuses all work until `Device.reset()` (a device-level fault, or CANN's stop-on-failure mode).
+
+    >>> err = DeviceFaultError("aclrtSynchronizeStream", 507053, "HBM ECC error")
+    >>> isinstance(err, RuntimeError), err.sticky
+    (True, True)
+    """
 
     def __init__(self, function: str, code: int, cann_message: str | None = None, *, sticky: bool = False) -> None:
         self.sticky = bool(sticky or code in DEVICE_FAULT_CODES)
@@ -137,7 +176,11 @@ def _device_fault(function: str, code: int, cann_message: str | None, sticky: bo
 
 
 class ForkedProcessError(QScatterError, RuntimeError):
-    """Device use in a child made by ``fork`` after the parent used the device: ACL does not support it."""
+    """Device use in a child made by ``fork`` after the parent used the device: ACL does not support it.
+
+    >>> isinstance(ForkedProcessError("device 0: use it in the parent only"), RuntimeError)
+    True
+    """
 
 
 class AclnnError(CannError):

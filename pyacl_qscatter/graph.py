@@ -36,7 +36,11 @@ _capture_lock = threading.Lock()
 
 class GraphCaptureError(QScatterError, RuntimeError):
     """Graph capture or replay cannot do what was asked (missing toolkit support, a call that would wait,
-    allocate or copy inside a capture, a closed graph)."""
+    allocate or copy inside a capture, a closed graph).
+
+    >>> isinstance(GraphCaptureError("nothing to replay: the graph is closed"), RuntimeError)
+    True
+    """
 
 
 def _destroy_graph(model: int, device_id: int, streams: dict[int, int | None]) -> None:

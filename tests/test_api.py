@@ -1,9 +1,8 @@
-"""The public API surface: names, defaults, aliases, backend selection, conversions, import cost."""
+"""The public API surface: names, defaults, aliases, backend selection, conversions, a light import."""
 
 from __future__ import annotations
 
 import inspect
-import os
 import subprocess
 import sys
 
@@ -61,18 +60,12 @@ def test_fp16_updates_convert_scales_to_float32_and_zero_points_to_int32() -> No
     assert got[0, 0].tolist() == [7] * 32  # 3 / 0.5 + 1
 
 
-def test_import_loads_no_cann_and_is_fast() -> None:
-    code = ("import time, sys; t = time.perf_counter(); import pyacl_qscatter; "
-            "print(time.perf_counter() - t); "
-            "print(any('_cann' in m or m.endswith('._loader') for m in sys.modules))")
-    env = dict(os.environ)
-    best = float("inf")
-    for _ in range(3):
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
-        seconds, loaded = out.stdout.split()
-        assert loaded == "False"
-        best = min(best, float(seconds))
+def test_import_loads_no_cann() -> None:
+    """Importing the package loads no CANN library (its cost is a ``bench`` figure, ``import_ratio``)."""
+    code = "import sys, pyacl_qscatter; print(any('_cann' in m or m.endswith('._loader') for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False"]
     maps = subprocess.run([sys.executable, "-c", "import pyacl_qscatter; print(open('/proc/self/maps').read())"],
                           capture_output=True, text=True, check=True).stdout
     assert "libascendcl" not in maps and "libopapi" not in maps
-    assert best < 0.3, f"import took {best:.3f} s"
+    assert "libc" in maps  # the maps were really read

@@ -242,14 +242,23 @@ BAD: dict[str, tuple[Callable[[], Kw], Any, Any, Any]] = {
                            "quant_zero_points", None),
     # int32 zero points from floats must be integral (and fit)
     "zp_half_f64": (_with_fp16(quant_zero_points=np.full(32, 0.5)), VE, "quant_zero_points", None),
-    "zp_frac_f32": (_with_fp16(quant_zero_points=np.full(32, -1.25, dtype=np.float32)), VE,
-                    "quant_zero_points", None),
+    "zp_frac_f64": (_with_fp16(quant_zero_points=np.full(32, -1.25)), VE, "quant_zero_points", None),
     "zp_frac_list": (_with_fp16(quant_zero_points=[0.0] * 31 + [2.5]), VE, "quant_zero_points", None),
     "zp_nan": (_with_fp16(quant_zero_points=np.array([np.nan] + [0.0] * 31)), VE, "quant_zero_points", None),
     "zp_inf": (_with_fp16(quant_zero_points=np.array([0.0] * 31 + [np.inf])), VE, "quant_zero_points", None),
     "zp_beyond_int32": (_with_fp16(quant_zero_points=np.array([0.0] * 31 + [3e9])), VE, "quant_zero_points",
                         None),
-    # dtypes CANN accepts are never converted, so a mixed combination is an error, not a cast
+    # a dtype the caller chose is used as given (only Python numbers, lists and float64/int64 arrays are
+    # converted), so a dtype CANN does not take there is an error, not a cast
+    "bf16_updates_f16_scales": (_with(quant_scales=_as("quant_scales", np.float16)), TE, "quant_scales",
+                                "dtype_combo"),
+    "fp16_updates_f16_scales": (_with_fp16(quant_scales=_as("quant_scales", np.float16)), TE, "quant_scales",
+                                "dtype_combo"),
+    "fp16_updates_f32_zp": (_with_fp16(quant_zero_points=np.zeros(32, np.float32)), TE, "quant_zero_points",
+                            "dtype_combo"),
+    "int8_updates": (_with(updates=lambda k: k["updates"].astype(np.int8)), TE, "updates", "dtype_combo"),
+    "f32_updates": (_with(updates=_as("updates", np.float32)), TE, "updates", "dtype_combo"),
+    "uint8_indices": (_with(indices=lambda k: k["indices"].astype(np.uint8)), TE, "indices", "indices_dtype"),
     "bf16_updates_f32_scales": (_with(quant_scales=lambda k: k["quant_scales"].astype(np.float32)), TE,
                                 COMBO_PARAMS, "dtype_combo"),
     "bf16_updates_int32_zp": (_with(quant_zero_points=lambda k: k["quant_zero_points"].astype(np.int32)), TE,

@@ -536,13 +536,12 @@ def test_defaults_are_axis_minus_2_and_quant_axis_minus_1() -> None:
 
 # ------------------------------------------------------------------------------------ input conversion
 def test_float_to_bf16_conversion_rounds_to_nearest_even() -> None:
-    """float32 updates that sit exactly between two bf16 values: 1 + (2m+1)/256 -> bf16 1 + m'/128, m' even.
+    """float64 updates that sit exactly between two bf16 values: 1 + (2m+1)/256 -> bf16 1 + m'/128, m' even.
 
     Scale 1/128 and zero point -128 map bf16 1 + m/128 to q = m, so truncation and round-half-up differ.
     """
     m = np.arange(32)
-    upd32 = (1.0 + (2 * m + 1) / 256.0).astype(np.float32)
-    updates = upd32.reshape(1, 1, 32)
+    updates = (1.0 + (2 * m + 1) / 256.0).reshape(1, 1, 32)
     self_arr = np.zeros((1, 2, 32), dtype=np.int8)
     idx = np.array([1], dtype=np.int64)
     scales = np.full(32, 1.0 / 128.0, dtype=BF16)
@@ -553,19 +552,19 @@ def test_float_to_bf16_conversion_rounds_to_nearest_even() -> None:
 
 
 CONVERSIONS = {
-    # name: (updates, scales, zero points) given -> the combo the spec says they become
-    "f32_updates": (np.float32, BF16, BF16, "bf16"),
+    # name: (updates, scales, zero points) given -> the combo the rule says they become. Only NumPy's default
+    # dtypes (float64, int64) and Python numbers and lists are converted; every other dtype is used as given.
     "f64_updates_f64_scales_f64_zp": (np.float64, np.float64, np.float64, "bf16"),
-    "bf16_updates_f16_scales": (BF16, np.float16, None, "bf16"),
-    "bf16_updates_f32_zp": (BF16, BF16, np.float32, "bf16"),
+    "bf16_updates_f64_scales": (BF16, np.float64, None, "bf16"),
+    "bf16_updates_i64_zp": (BF16, BF16, np.int64, "bf16"),
     "f16_updates_f64_scales": (np.float16, np.float64, None, "fp16"),
-    "f16_updates_f16_scales_f64_zp": (np.float16, np.float16, np.float64, "fp16"),
-    "f16_updates_f32_zp_integral": (np.float16, np.float32, np.float32, "fp16"),
+    "f16_updates_f64_zp_integral": (np.float16, np.float32, np.float64, "fp16"),
+    "f16_updates_i64_zp": (np.float16, np.float32, np.int64, "fp16"),
 }
 
 
 @pytest.mark.parametrize("name", sorted(CONVERSIONS))
-def test_non_native_float_inputs_are_converted(name: str) -> None:
+def test_default_dtype_inputs_are_converted(name: str) -> None:
     upd_t, sc_t, zp_t, combo = CONVERSIONS[name]
     upd_dt, sc_dt, zp_dt = COMBOS[combo]
     rng = np.random.default_rng(zlib.crc32(name.encode()))
@@ -574,7 +573,7 @@ def test_non_native_float_inputs_are_converted(name: str) -> None:
     raw_upd = rng.normal(0, 80, (2, 2, 64))
     raw_sc = rng.uniform(0.2, 3.0, 64) * rng.choice([1, -1], 64)
     raw_zp = rng.integers(-50, 50, 64).astype(np.float64)
-    if combo == "bf16":
+    if combo == "bf16" and zp_t != np.int64:
         raw_zp = raw_zp + 0.5
     updates = raw_upd.astype(upd_t)
     scales = raw_sc.astype(sc_t)

@@ -14,6 +14,7 @@ import numpy as np
 from .. import reference
 from ..backends import backend_status
 from ..contract import check_arguments, check_indices
+from .bench_import import import_figures
 
 GOALS = {
     "overhead_ratio": "host time of a steady-state device call / the same C calls made raw (goal <= 2.0)",
@@ -100,6 +101,7 @@ def main(argv: list[str]) -> int:
         figures.update(decode_figures())
     if backend in ("cpu", "all"):
         figures.update(cpu_figures(args.repeat))
+    figures.update(import_figures())  # import_ratio: the package's import over its dependencies'
     if args.json:
         print(json.dumps(figures))
         return 0

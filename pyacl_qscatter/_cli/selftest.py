@@ -158,6 +158,10 @@ def main(argv: list[str]) -> int:
     82 cases under the A2 rules: 64 results reproduced, 18 rejections reproduced, 0 mismatches
     0
     """
+    if "--report" in argv:  # the hardware report (_cli/report.py) takes the rest of the options
+        from .report import main as report
+
+        return report([a for a in argv if a != "--report"])
     parser = argparse.ArgumentParser(prog="python -m pyacl_qscatter selftest")
     parser.add_argument("--backend", choices=["npu", "cpu"], default="npu")
     args = parser.parse_args(argv)
