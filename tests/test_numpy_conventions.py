@@ -191,9 +191,7 @@ def test_setitem_from_a_device_array_and_refusals(dev: Device) -> None:
         d[0] = np.ones((5, 32))
     with pytest.raises(ValueError):
         host[0] = np.ones((5, 32))
-    small, d_small = np.zeros(4, np.int8), DeviceArray.zeros((4,), np.int8)
-    with pytest.raises(OverflowError):
-        small[0] = 1 << 20
+    d_small = DeviceArray.zeros((4,), np.int8)  # NumPy 2 raises OverflowError here; NumPy 1.x wraps with a warning
     with pytest.raises(InvalidValueError, match="cannot be written"):
         d_small[0] = 1 << 20
 
@@ -225,7 +223,7 @@ def test_asarray_waits_for_the_arrays_own_stream_only(dev: Device, emu: Emu) -> 
         assert not other.query()  # the other stream's work is still pending
         np.testing.assert_array_equal(np.asarray(d, dtype=np.int32), host.astype(np.int32))
         with pytest.raises(InvalidValueError, match="copy: False is impossible"):
-            np.asarray(d, copy=False)
+            d.__array__(copy=False)  # what np.asarray(d, copy=False) calls on NumPy 2 (1.x has no copy=)
         other.synchronize()
 
 
