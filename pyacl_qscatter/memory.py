@@ -17,6 +17,7 @@ import contextlib
 import math
 import operator
 import threading
+import warnings
 import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -778,8 +779,11 @@ class DeviceArray:
         data = np.empty(target.shape, self.dtype)
         scalar = np.ndim(value) == 0
         try:
-            data[...] = value  # NumPy's own assignment rules: broadcasting, casting, overflow errors
-        except (TypeError, ValueError, OverflowError) as exc:
+            with warnings.catch_warnings():
+                # NumPy 1.x only warns (and wraps) where NumPy 2 raises for out-of-range Python integers.
+                warnings.simplefilter("error", DeprecationWarning)
+                data[...] = value  # NumPy's own assignment rules: broadcasting, casting, overflow errors
+        except (TypeError, ValueError, OverflowError, DeprecationWarning) as exc:
             raise InvalidValueError("value", "value", f"cannot be written into a {dtype_name(self.dtype)} view of "
                                     f"shape {target.shape}: {exc}") from None
         pattern = data.flat[0].tobytes() if scalar else b""
