@@ -291,7 +291,6 @@ class Prepared:
         self.reuse = key is not None and cann.caps.repeatable_executor
         self.device_id = stream.device.id
         self._v2 = plan.product.v2 and cann.caps.v2
-        self._phase2 = _calls.quant_scatter_v2 if self._v2 else _calls.quant_scatter
         self._lock = threading.Lock()
         self._executor: Any = None
         self._executor_finalizer: Any = None
@@ -326,13 +325,14 @@ class Prepared:
             self.close()
             raise
         self._t = tuple(self._tensors)
-        t, p = self._t, plan
-        if self._v2:
-            self._phase1_fn: Any = _calls.quant_scatter_v2_get_workspace_size
-            self._phase1_args: tuple[Any, ...] = (*t, p.axis, p.quant_axis, REDUCTION_UPDATE, "rint")
-        else:
-            self._phase1_fn = _calls.quant_scatter_get_workspace_size
-            self._phase1_args = (*t, p.axis, p.quant_axis, REDUCTION_UPDATE)
+        # Phase 1's arguments, out-parameters included, made once: a run is then two C calls and the reads
+        # of two out-parameters (runs of one call never overlap: `_launch` holds the call's lock).
+        self._out_size, self._out_executor = _calls.ffi.new("uint64_t *"), _calls.ffi.new("aclOpExecutor **")
+        tensors = tuple(_calls.ffi.NULL if t is None else t for t in self._t)
+        extra = (_calls.ffi.new("char[]", b"rint"),) if self._v2 else ()
+        self._phase1_args: tuple[Any, ...] = (*tensors, plan.axis, plan.quant_axis, REDUCTION_UPDATE, *extra,
+                                              self._out_size, self._out_executor)
+        self._name = "aclnnInplaceQuantScatterV2" if self._v2 else "aclnnInplaceQuantScatter"
 
     def _device_operand(self, position: int, value: Any) -> DeviceArray | None:
         if value is None or isinstance(value, DeviceArray):
@@ -378,6 +378,22 @@ class Prepared:
                 raise InvalidValueError("closed", "self", "this prepared call was released while it was called")
             self._run()
 
+    def _phase1(self) -> tuple[int, Any]:
+        """Phase 1 straight through the bound C function: (workspace bytes, executor)."""
+        fn = (_calls._aclnnInplaceQuantScatterV2GetWorkspaceSize if self._v2
+              else _calls._aclnnInplaceQuantScatterGetWorkspaceSize)
+        rc = fn(*self._phase1_args)
+        if rc:
+            raise _calls._error(self._name + "GetWorkspaceSize", rc)
+        return self._out_size[0], self._out_executor[0]
+
+    def _phase2(self, workspace: int, size: int, executor: Any, stream: int) -> None:
+        """Phase 2 straight through the bound C function (consumes a non-repeatable executor)."""
+        rc = (_calls._aclnnInplaceQuantScatterV2 if self._v2 else _calls._aclnnInplaceQuantScatter)(
+            workspace, size, executor, stream)
+        if rc:
+            raise _calls._error(self._name, rc)
+
     def _run(self) -> None:
         ws, handle = self._ws, self.stream.handle
         executor = self._executor
@@ -388,7 +404,7 @@ class Prepared:
                 self._forget_executor(exc)
                 raise
             return
-        size, executor = self._phase1_fn(*self._phase1_args)
+        size, executor = self._phase1()
         try:
             if size > ws.size:
                 ws.grow(size)
