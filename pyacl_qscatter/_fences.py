@@ -127,8 +127,9 @@ class FencePool:
             _calls.synchronize_stream(producer)
 
     def reap(self) -> None:
-        """Run the ``done`` of every leading fence that has completed (queried, never waited for); wait for
-        the oldest only when the toolkit cannot query or more than `MAX_PENDING` are outstanding.
+        """Run the ``done`` of every leading fence that has completed (queried, never waited for; the fences
+        of a stream whose newest one ran are retired together); wait for the oldest only when the toolkit
+        cannot query or more than `MAX_PENDING` are outstanding.
 
         >>> fences_for(0).reap()  # doctest: +SKIP
         """
@@ -141,8 +142,13 @@ class FencePool:
                     return
                 entry = self._pending[0]
                 crowded = len(self._pending) > MAX_PENDING
+                newest = next(e for e in reversed(self._pending) if e[1] == entry[1])
             if can_query and _calls.query_event_status(entry[0]):
-                pass
+                # A stream runs in order: when its newest fence ran, so did all before it (one more query
+                # retires the whole batch instead of one query per fence).
+                if newest is not entry and _calls.query_event_status(newest[0]):
+                    self.ran_before(newest[2] + 1, entry[1])
+                    continue
             elif crowded:
                 with use_device(self.device_id):
                     _calls.synchronize_event(entry[0])

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from . import _calls
+from ._ffi._cann import ffi
 from ._transfer import upload
 from .contract import Plan, check_indices
 from .dtypes import ACL_DTYPE
@@ -327,9 +328,9 @@ class Prepared:
         self._t = tuple(self._tensors)
         # Phase 1's arguments, out-parameters included, made once: a run is then two C calls and the reads
         # of two out-parameters (runs of one call never overlap: `_launch` holds the call's lock).
-        self._out_size, self._out_executor = _calls.ffi.new("uint64_t *"), _calls.ffi.new("aclOpExecutor **")
-        tensors = tuple(_calls.ffi.NULL if t is None else t for t in self._t)
-        extra = (_calls.ffi.new("char[]", b"rint"),) if self._v2 else ()
+        self._out_size, self._out_executor = ffi.new("uint64_t *"), ffi.new("aclOpExecutor **")
+        tensors = tuple(ffi.NULL if t is None else t for t in self._t)
+        extra = (ffi.new("char[]", b"rint"),) if self._v2 else ()
         self._phase1_args: tuple[Any, ...] = (*tensors, plan.axis, plan.quant_axis, REDUCTION_UPDATE, *extra,
                                               self._out_size, self._out_executor)
         self._name = "aclnnInplaceQuantScatterV2" if self._v2 else "aclnnInplaceQuantScatter"
@@ -373,38 +374,44 @@ class Prepared:
                 self._launch()
 
     def _launch(self) -> None:
+        """Phase 1 + phase 2 (phase 2 alone with a held executor), straight through the bound C functions."""
         with self._lock:
             if self.dead:
                 raise InvalidValueError("closed", "self", "this prepared call was released while it was called")
-            self._run()
-
-    def _phase1(self) -> tuple[int, Any]:
-        """Phase 1 straight through the bound C function: (workspace bytes, executor)."""
-        fn = (_calls._aclnnInplaceQuantScatterV2GetWorkspaceSize if self._v2
-              else _calls._aclnnInplaceQuantScatterGetWorkspaceSize)
-        rc = fn(*self._phase1_args)
-        if rc:
-            raise _calls._error(self._name + "GetWorkspaceSize", rc)
-        return self._out_size[0], self._out_executor[0]
+            ws, handle, executor = self._ws, self.stream.handle, self._executor
+            if executor is not None:
+                self._launch_held(ws.ptr, executor, handle)
+                return
+            phase1, phase2 = ((_calls._aclnnInplaceQuantScatterV2GetWorkspaceSize, _calls._aclnnInplaceQuantScatterV2)
+                              if self._v2 else
+                              (_calls._aclnnInplaceQuantScatterGetWorkspaceSize, _calls._aclnnInplaceQuantScatter))
+            rc = phase1(*self._phase1_args)
+            if rc:
+                raise _calls._error(self._name + "GetWorkspaceSize", rc)
+            size, executor = self._out_size[0], self._out_executor[0]
+            if size > ws.size or self.reuse:
+                self._first_run(size, executor, handle)
+                return
+            rc = phase2(ws.ptr, size, executor, handle)
+            if rc:
+                raise _calls._error(self._name, rc)  # the executor is gone, whatever phase 2 returned
 
     def _phase2(self, workspace: int, size: int, executor: Any, stream: int) -> None:
-        """Phase 2 straight through the bound C function (consumes a non-repeatable executor)."""
         rc = (_calls._aclnnInplaceQuantScatterV2 if self._v2 else _calls._aclnnInplaceQuantScatter)(
             workspace, size, executor, stream)
         if rc:
             raise _calls._error(self._name, rc)
 
-    def _run(self) -> None:
-        ws, handle = self._ws, self.stream.handle
-        executor = self._executor
-        if executor is not None:
-            try:
-                self._phase2(ws.ptr, self._size, executor, handle)
-            except CannError as exc:
-                self._forget_executor(exc)
-                raise
-            return
-        size, executor = self._phase1()
+    def _launch_held(self, workspace: int, executor: Any, stream: int) -> None:
+        try:
+            self._phase2(workspace, self._size, executor, stream)
+        except CannError as exc:
+            self._forget_executor(exc)
+            raise
+
+    def _first_run(self, size: int, executor: Any, handle: int) -> None:
+        """Phase 2 of an executor that needs a larger workspace first, or that may become repeatable."""
+        ws = self._ws
         try:
             if size > ws.size:
                 ws.grow(size)
@@ -416,6 +423,8 @@ class Prepared:
             self._executor, self._size = executor, size
             self._executor_finalizer = track(EXECUTORS, self, _destroy_executor, executor, handle, self.device_id,
                                              self.stream.context)
+        elif _reuse["accepted"] is False:
+            self.reuse = False  # the toolkit refused: later runs take the short way
         try:
             self._phase2(ws.ptr, size, executor, handle)
         except CannError as exc:
