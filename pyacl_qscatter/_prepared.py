@@ -82,7 +82,15 @@ def key_of(operands: tuple[Any, ...], axis: int, quant_axis: int, reduce: str, s
     >>> key_of((None,) * 5, -2, -1, "update", stream)[:3]  # doctest: +SKIP
     (-2, -1, 'update')
     """
-    return (axis, quant_axis, reduce, stream.handle, *map(_layout, operands))
+    key: list[Any] = [axis, quant_axis, reduce, stream.handle]
+    for v in operands:  # `_layout`, inlined for the common operands: this runs on every call
+        if v is None:
+            key.append(None)
+        elif type(v) is DeviceArray:
+            key.append((v.ptr, v.offset, v.shape, v.element_strides, v.dtype, v.storage))
+        else:
+            key.append(_layout(v))
+    return tuple(key)
 
 
 def find(key: tuple[Any, ...]) -> Prepared | None:
