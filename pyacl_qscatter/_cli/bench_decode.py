@@ -104,7 +104,7 @@ def _side_by_side(ways: dict[str, Callable[[], None]], steps: int, rounds: int, 
     return best
 
 
-def decode_figures(steps: int = 20, rounds: int = 15) -> dict[str, Any]:
+def decode_figures(steps: int = 10, rounds: int = 25) -> dict[str, Any]:
     """Measure the decode scenario on the current device (loads CANN).
 
     >>> decode_figures(2, 1)["mallocs_per_step"]  # doctest: +SKIP
