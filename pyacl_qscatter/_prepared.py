@@ -311,7 +311,9 @@ class Prepared:
         self._tensors: list[Any] = []
         self._tensor_finalizer = track(ARRAYS, self, _destroy_tensors, self._tensors)
         self._ws = workspace_for(stream)
-        self._ws.enter()  # left by close()
+        self._ws.enter()
+        # Left by close(), or when the call is collected unclosed (else the stream's workspace stays forever).
+        self._leave = track(ARRAYS, self, _Workspace.leave, self._ws)
         try:
             arrays = [self._device_operand(i, v) for i, v in enumerate(operands)]
             for arr in arrays:
@@ -478,7 +480,7 @@ class Prepared:
                     self._tensor_finalizer()
                 finally:
                     self.buffers = {}
-                    self._ws.leave()  # the last call on the stream gives back the shared buffers
+                    self._leave()  # the last call on the stream gives back the shared buffers
 
 
 def prepare(plan: Plan, operands: tuple[Any, ...], stream: Stream, key: tuple[Any, ...]) -> Prepared:
