@@ -20,11 +20,14 @@ from . import _calls
 from .errors import CannError
 from .runtime import CACHES, call_each, ensure_runtime, track, use_device
 
-__all__ = ["ACL_EVENT_SYNC", "FencePool", "create_sync_event", "fences_for", "mark", "waited"]
+__all__ = ["ACL_EVENT_SYNC", "REAP_AT", "FencePool", "create_sync_event", "fences_for", "mark", "waited"]
 
 ACL_EVENT_SYNC = 1  # acl_rt.h
 ACL_ERROR_RT_STREAM_CONTEXT = 107003  # rt_error_codes.h: the stream belongs to a context that is not current
 MAX_PENDING = 256  # outstanding fences per device before the oldest is waited for
+# Outstanding fences at which recording another one first reaps. A query per fence recorded would be a C
+# call per upload; reaping in batches is a few queries per REAP_AT uploads, for at most this many events.
+REAP_AT = 64
 _seq = itertools.count()  # orders fence records and host waits across threads
 _Entry = tuple[int, int, int, Callable[[], None] | None, object]  # event, stream, mark, done, keep
 
@@ -82,11 +85,12 @@ class FencePool:
     def after(self, stream: int, done: Callable[[], None] | None = None, keep: object = None) -> int:
         """Record a fence after the work queued on ``stream`` so far; ``done()`` runs once that work is known
         to have run (at a later `reap` or `drain`), and ``keep`` (host memory a queued copy uses) stays alive
-        until then. Returns the event, valid until then.
+        until then. Returns the event, valid until then. Reaps first when `REAP_AT` fences are outstanding.
 
         >>> fences_for(0).after(stream.handle)  # doctest: +SKIP
         """
-        self.reap()
+        if len(self._pending) >= REAP_AT:
+            self.reap()
         with self._lock:
             event = self._free.pop() if self._free else None
         if event is None:
@@ -123,8 +127,9 @@ class FencePool:
             _calls.synchronize_stream(producer)
 
     def reap(self) -> None:
-        """Run the ``done`` of every leading fence that has completed (queried, never waited for); wait for
-        the oldest only when the toolkit cannot query or more than `MAX_PENDING` are outstanding.
+        """Run the ``done`` of every leading fence that has completed (queried, never waited for; the fences
+        of a stream whose newest one ran are retired together); wait for the oldest only when the toolkit
+        cannot query or more than `MAX_PENDING` are outstanding.
 
         >>> fences_for(0).reap()  # doctest: +SKIP
         """
@@ -137,8 +142,13 @@ class FencePool:
                     return
                 entry = self._pending[0]
                 crowded = len(self._pending) > MAX_PENDING
+                newest = next(e for e in reversed(self._pending) if e[1] == entry[1])
             if can_query and _calls.query_event_status(entry[0]):
-                pass
+                # A stream runs in order: when its newest fence ran, so did all before it (one more query
+                # retires the whole batch instead of one query per fence).
+                if newest is not entry and _calls.query_event_status(newest[0]):
+                    self.ran_before(newest[2] + 1, entry[1])
+                    continue
             elif crowded:
                 with use_device(self.device_id):
                     _calls.synchronize_event(entry[0])

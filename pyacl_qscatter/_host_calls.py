@@ -153,8 +153,13 @@ def host_call(dev: Device, plan: Plan, parts: list[Array], reduce: str) -> HostC
         _layouts.pop(key, None)  # closed with its device's reset
     made = HostCall(dev, plan, parts, reduce)
     with _layouts_lock:
-        _layouts[key] = made
-        evicted = _layouts.popitem(last=False)[1] if len(_layouts) > MAX_LAYOUTS else None
+        found = _layouts.get(key)
+        if found is not None and not found.closed:  # another thread made it meanwhile: one is kept, not two
+            evicted: HostCall | None = made
+            made = found
+        else:
+            _layouts[key] = made
+            evicted = _layouts.popitem(last=False)[1] if len(_layouts) > MAX_LAYOUTS else None
     if evicted is not None:
         with evicted.lock:
             evicted.close()

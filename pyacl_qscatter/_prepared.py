@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from . import _calls
+from ._ffi._cann import ffi
 from ._transfer import upload
 from .contract import Plan, check_indices
 from .dtypes import ACL_DTYPE
@@ -81,7 +82,15 @@ def key_of(operands: tuple[Any, ...], axis: int, quant_axis: int, reduce: str, s
     >>> key_of((None,) * 5, -2, -1, "update", stream)[:3]  # doctest: +SKIP
     (-2, -1, 'update')
     """
-    return (axis, quant_axis, reduce, stream.handle, *map(_layout, operands))
+    key: list[Any] = [axis, quant_axis, reduce, stream.handle]
+    for v in operands:  # `_layout`, inlined for the common operands: this runs on every call
+        if v is None:
+            key.append(None)
+        elif type(v) is DeviceArray:
+            key.append((v.ptr, v.offset, v.shape, v.element_strides, v.dtype, v.storage))
+        else:
+            key.append(_layout(v))
+    return tuple(key)
 
 
 def find(key: tuple[Any, ...]) -> Prepared | None:
@@ -291,7 +300,6 @@ class Prepared:
         self.reuse = key is not None and cann.caps.repeatable_executor
         self.device_id = stream.device.id
         self._v2 = plan.product.v2 and cann.caps.v2
-        self._phase2 = _calls.quant_scatter_v2 if self._v2 else _calls.quant_scatter
         self._lock = threading.Lock()
         self._executor: Any = None
         self._executor_finalizer: Any = None
@@ -303,7 +311,9 @@ class Prepared:
         self._tensors: list[Any] = []
         self._tensor_finalizer = track(ARRAYS, self, _destroy_tensors, self._tensors)
         self._ws = workspace_for(stream)
-        self._ws.enter()  # left by close()
+        self._ws.enter()
+        # Left by close(), or when the call is collected unclosed (else the stream's workspace stays forever).
+        self._leave = track(ARRAYS, self, _Workspace.leave, self._ws)
         try:
             arrays = [self._device_operand(i, v) for i, v in enumerate(operands)]
             for arr in arrays:
@@ -326,13 +336,14 @@ class Prepared:
             self.close()
             raise
         self._t = tuple(self._tensors)
-        t, p = self._t, plan
-        if self._v2:
-            self._phase1_fn: Any = _calls.quant_scatter_v2_get_workspace_size
-            self._phase1_args: tuple[Any, ...] = (*t, p.axis, p.quant_axis, REDUCTION_UPDATE, "rint")
-        else:
-            self._phase1_fn = _calls.quant_scatter_get_workspace_size
-            self._phase1_args = (*t, p.axis, p.quant_axis, REDUCTION_UPDATE)
+        # Phase 1's arguments, out-parameters included, made once: a run is then two C calls and the reads
+        # of two out-parameters (runs of one call never overlap: `_launch` holds the call's lock).
+        self._out_size, self._out_executor = ffi.new("uint64_t *"), ffi.new("aclOpExecutor **")
+        tensors = tuple(ffi.NULL if t is None else t for t in self._t)
+        extra = (ffi.new("char[]", b"rint"),) if self._v2 else ()
+        self._phase1_args: tuple[Any, ...] = (*tensors, plan.axis, plan.quant_axis, REDUCTION_UPDATE, *extra,
+                                              self._out_size, self._out_executor)
+        self._name = "aclnnInplaceQuantScatterV2" if self._v2 else "aclnnInplaceQuantScatter"
 
     def _device_operand(self, position: int, value: Any) -> DeviceArray | None:
         if value is None or isinstance(value, DeviceArray):
@@ -373,22 +384,44 @@ class Prepared:
                 self._launch()
 
     def _launch(self) -> None:
+        """Phase 1 + phase 2 (phase 2 alone with a held executor), straight through the bound C functions."""
         with self._lock:
             if self.dead:
                 raise InvalidValueError("closed", "self", "this prepared call was released while it was called")
-            self._run()
+            ws, handle, executor = self._ws, self.stream.handle, self._executor
+            if executor is not None:
+                self._launch_held(ws.ptr, executor, handle)
+                return
+            phase1, phase2 = ((_calls._aclnnInplaceQuantScatterV2GetWorkspaceSize, _calls._aclnnInplaceQuantScatterV2)
+                              if self._v2 else
+                              (_calls._aclnnInplaceQuantScatterGetWorkspaceSize, _calls._aclnnInplaceQuantScatter))
+            rc = phase1(*self._phase1_args)
+            if rc:
+                raise _calls._error(self._name + "GetWorkspaceSize", rc)
+            size, executor = self._out_size[0], self._out_executor[0]
+            if size > ws.size or self.reuse:
+                self._first_run(size, executor, handle)
+                return
+            rc = phase2(ws.ptr, size, executor, handle)
+            if rc:
+                raise _calls._error(self._name, rc)  # the executor is gone, whatever phase 2 returned
 
-    def _run(self) -> None:
-        ws, handle = self._ws, self.stream.handle
-        executor = self._executor
-        if executor is not None:
-            try:
-                self._phase2(ws.ptr, self._size, executor, handle)
-            except CannError as exc:
-                self._forget_executor(exc)
-                raise
-            return
-        size, executor = self._phase1_fn(*self._phase1_args)
+    def _phase2(self, workspace: int, size: int, executor: Any, stream: int) -> None:
+        rc = (_calls._aclnnInplaceQuantScatterV2 if self._v2 else _calls._aclnnInplaceQuantScatter)(
+            workspace, size, executor, stream)
+        if rc:
+            raise _calls._error(self._name, rc)
+
+    def _launch_held(self, workspace: int, executor: Any, stream: int) -> None:
+        try:
+            self._phase2(workspace, self._size, executor, stream)
+        except CannError as exc:
+            self._forget_executor(exc)
+            raise
+
+    def _first_run(self, size: int, executor: Any, handle: int) -> None:
+        """Phase 2 of an executor that needs a larger workspace first, or that may become repeatable."""
+        ws = self._ws
         try:
             if size > ws.size:
                 ws.grow(size)
@@ -400,6 +433,8 @@ class Prepared:
             self._executor, self._size = executor, size
             self._executor_finalizer = track(EXECUTORS, self, _destroy_executor, executor, handle, self.device_id,
                                              self.stream.context)
+        elif _reuse["accepted"] is False:
+            self.reuse = False  # the toolkit refused: later runs take the short way
         try:
             self._phase2(ws.ptr, size, executor, handle)
         except CannError as exc:
@@ -445,7 +480,7 @@ class Prepared:
                     self._tensor_finalizer()
                 finally:
                     self.buffers = {}
-                    self._ws.leave()  # the last call on the stream gives back the shared buffers
+                    self._leave()  # the last call on the stream gives back the shared buffers
 
 
 def prepare(plan: Plan, operands: tuple[Any, ...], stream: Stream, key: tuple[Any, ...]) -> Prepared:

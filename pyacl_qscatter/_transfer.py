@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import _calls
+from ._ffi._cann import ffi
 from .errors import CannError
 from .pinned import ALIGN, PinnedPool, host_array, is_pinned, pinned_pool
 from .runtime import Stream, ensure_runtime, use_device
@@ -157,6 +158,25 @@ def _download(arr: DeviceArray, stream: Stream, out: Array | None) -> Array:
     return out
 
 
+def _upload_dense(arr: DeviceArray, data: Array, stream: Stream, wait: bool) -> None:
+    """The common case (a whole array, or a dense view at an aligned address): one host copy into a staging
+    buffer and one aclrtMemcpyAsync, without working out rows."""
+    pool, handle, nbytes = pinned_pool(arr.device.id), stream.handle, arr.nbytes
+    ptr, taken = pool.take(nbytes)
+    try:
+        ffi.memmove(ffi.cast("char *", ptr), data.reshape(-1).view(np.uint8), nbytes)
+        _calls.memcpy_async(arr.data_ptr, nbytes, ptr, nbytes, H2D, handle)
+        if wait:
+            _wait(stream)
+    except BaseException:
+        _give_back(pool, ptr, taken, handle)
+        raise
+    if wait:
+        pool.give(ptr, taken)
+    else:
+        pool.give_after(ptr, taken, handle)
+
+
 def _give_back(pool: PinnedPool, ptr: int, size: int, stream: int) -> None:
     """After a failure: the buffer returns once the copies queued before it ran (never earlier)."""
     with contextlib.suppress(CannError):  # the failure being raised is the one to report
@@ -177,6 +197,9 @@ def upload(arr: DeviceArray, data: Array, stream: Stream, *, wait: bool) -> None
 
 
 def _upload(arr: DeviceArray, data: Array, stream: Stream, wait: bool) -> None:
+    if arr.is_contiguous and arr.data_ptr % ALIGN == 0 and not is_pinned(data):
+        _upload_dense(arr, data, stream, wait)
+        return
     addrs, run = rows(arr)
     n = len(addrs)
     handle = stream.handle

@@ -23,13 +23,17 @@ from .dtypes import dtype_name
 from .errors import InvalidDtypeError, InvalidValueError
 from .runtime import ARRAYS, CACHES, Device, call_each, track, use_device
 
-__all__ = ["ALIGN", "DEFAULT_PINNED_CACHE_LIMIT", "PinnedPool", "host_array", "is_pinned", "pinned_empty",
+__all__ = ["ALIGN", "DEFAULT_PINNED_CACHE_LIMIT", "REAP_BYTES", "PinnedPool", "host_array", "is_pinned", "pinned_empty",
            "pinned_pool", "round_size"]
 
 ALIGN = 64  # bytes: aclrtMemcpyAsync's alignment rule for host and device addresses
 # Free staging bytes a device's pool keeps (CANN's documentation of aclrtMallocHost: too much page-locked
 # memory slows the whole system); a buffer given back beyond it is freed at once.
 DEFAULT_PINNED_CACHE_LIMIT = 256 << 20
+# Staging bytes handed out (and not yet known free) beyond which a take that finds no free buffer first
+# reaps the fences (event queries); below it, a new buffer is allocated instead. Small uploads then cost
+# no query each: their buffers come back in batches (`_fences.REAP_AT`), large ones are reused at once.
+REAP_BYTES = 1 << 20
 _SMALL_STEP, _LARGE_STEP, _LARGE = 512, 1 << 20, 1 << 20
 
 
@@ -130,23 +134,36 @@ class PinnedPool:
         self.cached_bytes = 0  # free buffers held for reuse
         self.cache_limit = DEFAULT_PINNED_CACHE_LIMIT
         self.allocations = 0  # aclrtMallocHost calls made
+        self.taken_bytes = 0  # buffers handed out by take and not given back (parked ones included)
+
+    def _reuse(self, size: int) -> int | None:
+        with self._lock:
+            bucket = self._free.get(size)
+            if not bucket:
+                return None
+            self.cached_bytes -= size
+            self.taken_bytes += size
+            return bucket.pop()
 
     def take(self, nbytes: int) -> tuple[int, int]:
-        """A free pinned buffer of at least ``nbytes``: (address, size). Reuses buffers whose copies ran.
+        """A free pinned buffer of at least ``nbytes``: (address, size). Reuses buffers whose copies ran;
+        when none is free and `REAP_BYTES` are out, first retires the fences whose copies ran.
 
         >>> pinned_pool(0).take(100)[1]  # doctest: +SKIP
         512
         """
-        self.fences.reap()
         size = round_size(nbytes)
-        with self._lock:
-            bucket = self._free.get(size)
-            if bucket:
-                self.cached_bytes -= size
-                return bucket.pop(), size
+        ptr = self._reuse(size)
+        if ptr is None and self.taken_bytes + size > REAP_BYTES:
+            self.fences.reap()
+            ptr = self._reuse(size)
+        if ptr is not None:
+            return ptr, size
         with use_device(self.device_id):
             ptr = _calls.malloc_host(size)
-        self.allocations += 1
+        with self._lock:
+            self.allocations += 1
+            self.taken_bytes += size
         return ptr, size
 
     def give(self, ptr: int, size: int) -> None:
@@ -156,6 +173,7 @@ class PinnedPool:
         >>> pinned_pool(0).give(ptr, size)  # doctest: +SKIP
         """
         with self._lock:
+            self.taken_bytes -= size
             keep = self.cached_bytes + size <= self.cache_limit
             if keep:
                 self._free[size].append(ptr)
@@ -195,6 +213,7 @@ class PinnedPool:
                 _calls.synchronize_device()
         with self._lock:
             taken = [p for bucket in self._free.values() for p in bucket] + [p for p, _ in self._parked]
+            self.taken_bytes -= sum(size for _, size in self._parked)
             self._free.clear()
             self._parked.clear()
             self.cached_bytes = 0
@@ -210,6 +229,7 @@ class PinnedPool:
         """
         with self._lock:
             taken = [p for bucket in self._free.values() for p in bucket] + [p for p, _ in self._parked]
+            self.taken_bytes -= sum(size for _, size in self._parked)
             self._free.clear()
             self._parked.clear()
             self.cached_bytes = 0

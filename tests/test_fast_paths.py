@@ -250,6 +250,59 @@ def test_prepared_calls_hold_their_arrays_weakly(dev: Device, emu: Emu) -> None:
     assert start["live_device_blocks"] < blocks
 
 
+def test_a_prepared_call_collected_unclosed_gives_the_stream_workspace_back(dev: Device, emu: Emu) -> None:
+    # The stream stays open (the device's own), so only the call itself can give its workspace back.
+    from pyacl_qscatter.contract import check_arguments
+
+    start = settle(emu)
+    d = [DeviceArray.from_numpy(a) for a in (np.zeros((4, 32, 64), np.int8), *step_inputs(7))]
+    plan = check_arguments(*d, -2, -1, "update", dev.product)
+    call = _prepared.Prepared(plan, tuple(d), dev.stream)  # not kept in the layout cache: no key
+    call(tuple(d), False)
+    dev.stream.synchronize()
+    assert emu.stat("live_device_blocks") > start["live_device_blocks"]
+    del call  # dropped without close(), as by a thread that lost a race to make it
+    gc.collect()
+    for arr in d:
+        arr.close()
+    assert settle(emu) == start
+
+
+def test_racing_numpy_calls_keep_one_layout_and_release_the_other(dev: Device, emu: Emu,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from pyacl_qscatter import _host_calls
+
+    start = settle(emu)
+    both_made = threading.Barrier(2, timeout=60)
+    made: list[Any] = []
+
+    class Racing(_host_calls.HostCall):
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            made.append(self)
+            both_made.wait()  # both threads missed the layout and made it before either kept it
+
+    monkeypatch.setattr(_host_calls, "HostCall", Racing)
+    idx, upd, sc, _ = step_inputs(8)
+    hosts = [np.zeros((4, 32, 64), np.int8) for _ in range(2)]
+    threads = [threading.Thread(target=qs.quant_scatter_, args=(h, idx, upd, sc), kwargs={"backend": "npu"})
+               for h in hosts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    want = np.zeros((4, 32, 64), np.int8)
+    qs.quant_scatter_(want, idx, upd, sc, backend="cpu")
+    for h in hosts:
+        np.testing.assert_array_equal(h, want)
+    kept = [c for c in _host_calls._layouts.values() if c in made]
+    assert len(made) == 2 and len(kept) == 1
+    assert [c.closed for c in made].count(True) == 1 and not kept[0].closed
+    assert settle(emu) == start  # empty_cache releases the kept one; the other was released at once
+
+
 def test_closing_an_input_invalidates_the_prepared_call(dev: Device, emu: Emu) -> None:
     d = [DeviceArray.from_numpy(a) for a in (np.zeros((4, 32, 64), np.int8), *step_inputs(6))]
     qs.quant_scatter_(*d, check_indices=False)

@@ -207,6 +207,45 @@ def test_a_decode_step_with_host_indices_makes_no_host_wait(dev: Device, emu: Em
         arr.close()
 
 
+def test_a_decode_loop_without_syncs_queries_in_batches_and_stays_bounded(dev: Device, emu: Emu) -> None:
+    # No host wait at all for many steps: staging buffers and fence events come back in batches of
+    # REAP_AT (a few event queries per batch, never one per upload), so neither grows with the steps.
+    from pyacl_qscatter._fences import REAP_AT
+
+    start = settle(emu)
+    steps = 6 * REAP_AT
+    cache = DeviceArray.zeros((4, 64, 256), np.int8)
+    want = np.zeros((4, 64, 256), np.int8)
+    upd = np.random.default_rng(5).uniform(-2, 2, (4, 1, 256)).astype(BF16)
+    sc = np.full(256, 0.05, BF16)
+    d_upd, d_sc = DeviceArray.from_numpy(upd), DeviceArray.from_numpy(sc)
+    with Stream() as s:
+        qs.quant_scatter_(cache, np.zeros(4, np.int32), d_upd, d_sc, stream=s)  # warm-up: the call is prepared
+        s.synchronize()
+        emu.reset()
+        live = []
+        for t in range(steps):
+            idx = (np.arange(4, dtype=np.int32) * 16 + t) % 64  # new host indices: one upload per step
+            qs.quant_scatter_(cache, idx, d_upd, d_sc, stream=s)
+            qs.quant_scatter_(want, idx, upd, sc, backend="cpu")
+            live.append((emu.stat("live_events"), emu.stat("live_host_blocks")))
+        host_waits = emu.stat("host_syncs") + sum(emu.calls(f) for f in (
+            "aclrtSynchronizeStream", "aclrtSynchronizeDevice", "aclrtSynchronizeEvent", "aclrtMemcpy"))
+        assert host_waits == 0
+        assert emu.calls("aclrtMemcpyAsync") == steps
+        # Per batch: the oldest fence, the newest of its stream, and one more before the device caught up.
+        assert emu.calls("aclrtQueryEventStatus") <= 3 * (steps // REAP_AT + 1)
+        # Events and staging buffers reach a plateau of about one batch (within three) and stay there.
+        assert emu.calls("aclrtCreateEventExWithFlag") + emu.calls("aclrtCreateEventWithFlag") <= REAP_AT + 2
+        assert emu.calls("aclrtMallocHost") <= REAP_AT + 2
+        assert live[-1] == live[steps // 2] and max(live[steps // 2:]) == live[-1]
+        np.testing.assert_array_equal(cache.to_numpy(stream=s), want)
+    for arr in (cache, d_upd, d_sc):
+        arr.close()
+    assert emu.stat("errors_detected") == 0
+    assert settle(emu) == start  # empty_cache frees the buffers and events of the pools
+
+
 def test_host_index_values_are_still_checked_on_the_host(dev: Device, emu: Emu) -> None:
     with DeviceArray.zeros((8, 64, 1024), np.int8) as cache, Stream() as s:
         emu.reset()

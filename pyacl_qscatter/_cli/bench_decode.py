@@ -1,7 +1,8 @@
 """The ``decode`` scenario of ``python -m pyacl_qscatter bench``: one LLM decode step is L layers x (K, V)
 in-place calls on views of a device-resident int8 cache, made four ways, against the C floor of the step.
 
-Keys (all host times in microseconds, best of several rounds):
+Keys (all host times in microseconds, best of several rounds; the four ways of calling and the floor are
+measured side by side, round by round, each round ending with an untimed synchronisation):
 - ``decode_step_us``: a dict, the host time of one step for each way of calling: ``host_indices`` (NumPy
   indices each step, checked on the host), ``device_indices`` (device indices with ``check_indices=True``,
   which reads them back), ``prepared`` (device indices, ``check_indices=False``) and ``graph_replay``
@@ -82,17 +83,28 @@ class _Decode:
 
 def _best(fn: Callable[[], None], steps: int, rounds: int, sync: Callable[[], None]) -> float:
     """Best per-step host time (seconds) over ``rounds`` runs of ``steps`` steps, synchronising between."""
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(steps):
-            fn()
-        best = min(best, (time.perf_counter() - start) / steps)
-        sync()
+    return _side_by_side({"fn": fn}, steps, rounds, sync)["fn"]
+
+
+def _side_by_side(ways: dict[str, Callable[[], None]], steps: int, rounds: int, sync: Callable[[], None]
+                  ) -> dict[str, float]:
+    """Best per-step host time (seconds) of each way, measured side by side: every round runs ``steps``
+    steps of each way in turn (the order rotating), with the stream synchronised, untimed, after each, so
+    that every way meets the same load on the machine and starts from an idle stream."""
+    best = dict.fromkeys(ways, float("inf"))
+    names = list(ways)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            fn = ways[name]
+            start = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            best[name] = min(best[name], (time.perf_counter() - start) / steps)
+            sync()
     return best
 
 
-def decode_figures(steps: int = 20, rounds: int = 5) -> dict[str, Any]:
+def decode_figures(steps: int = 10, rounds: int = 25) -> dict[str, Any]:
     """Measure the decode scenario on the current device (loads CANN).
 
     >>> decode_figures(2, 1)["mallocs_per_step"]  # doctest: +SKIP
@@ -114,16 +126,16 @@ def decode_figures(steps: int = 20, rounds: int = 5) -> dict[str, Any]:
         step.host_step()  # warm-up: every call prepared, the workspace and staging buffers in place
         sync()
         figures.update(_counted(probe, step, steps))
-        t_host = _best(step.host_step, steps, rounds, sync)
-        t_device = _best(partial(step.device_step, True), steps, rounds, sync)
         step.device_step(False)
-        t_prepared = _best(partial(step.device_step, False), steps, rounds, sync)
         floor, release = _floor(step)
         try:
             with use_device(dev.id, stream.context):  # the raw calls need the package's context current
-                t_floor = _best(floor, steps, rounds, sync)
+                t = _side_by_side({"host": step.host_step, "device": partial(step.device_step, True),
+                                   "prepared": partial(step.device_step, False), "floor": floor},
+                                  steps, rounds, sync)
         finally:
             release()
+        t_host, t_device, t_prepared, t_floor = t["host"], t["device"], t["prepared"], t["floor"]
         graph = _graph_figures(step, steps, rounds) if cann.caps.graph else {
             "graph_step_us": None, "graph_upload_us": None, "graph": "this toolkit has no ACL graph capture"}
         figures["decode_step_us"] = {"host_indices": t_host * 1e6, "device_indices": t_device * 1e6,
