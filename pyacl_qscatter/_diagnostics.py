@@ -141,16 +141,15 @@ def release_from_files(home: str | None) -> tuple[str | None, str | None]:
 
 
 def repeatable_executors() -> bool | None:
-    """Whether the toolkit accepted a repeatable executor for this op in this process (None: not tried yet,
-    or this build cannot tell). Asked of ``_prepared.repeatable_accepted``.
+    """Whether the toolkit accepted a repeatable executor for this op in this process (None: not tried yet).
+    Asked of ``_prepared.repeatable_accepted``.
 
     >>> repeatable_executors() in (True, False, None)
     True
     """
     from . import _prepared
 
-    ask = getattr(_prepared, "repeatable_accepted", None)
-    return ask() if callable(ask) else None
+    return _prepared.repeatable_accepted()
 
 
 def _query_device(cann: _loader.Cann, report: Report) -> None:

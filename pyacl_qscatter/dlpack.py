@@ -171,14 +171,19 @@ def exported_count() -> int:
     return len(_exports)
 
 
+def _int_pair(name: str, value: object, rule: str) -> tuple[int, int]:
+    """``value`` as two ints; otherwise an InvalidDtypeError that says parameter ``name`` must be ``rule``."""
+    try:
+        first, second = (int(v) for v in value)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        raise InvalidDtypeError(name, name, f"must be {rule}, got {value!r}") from None
+    return first, second
+
+
 def _device_request(arr: DeviceArray, dl_device: object) -> int:
     if dl_device is None:
         return KDL_ASCEND
-    try:
-        kind, index = (int(v) for v in dl_device)  # type: ignore[attr-defined]
-    except (TypeError, ValueError):
-        raise InvalidDtypeError("dl_device", "dl_device", f"must be a (device_type, device_id) pair, got "
-                                f"{dl_device!r}") from None
+    kind, index = _int_pair("dl_device", dl_device, "a (device_type, device_id) pair")
     if kind == KDL_CPU:
         raise DLPackError(f"dl_device: {dl_device!r} asks for host memory; a DeviceArray lives on Ascend device "
                           f"{arr.device.id}: copy it with to_numpy() instead")
@@ -191,11 +196,7 @@ def _device_request(arr: DeviceArray, dl_device: object) -> int:
 def _wants_versioned(max_version: object) -> bool:
     if max_version is None:
         return False
-    try:
-        major, _minor = (int(v) for v in max_version)  # type: ignore[attr-defined]
-    except (TypeError, ValueError):
-        raise InvalidDtypeError("max_version", "max_version", f"must be a (major, minor) pair or None, got "
-                                f"{max_version!r}") from None
+    major, _minor = _int_pair("max_version", max_version, "a (major, minor) pair or None")
     return major >= 1
 
 

@@ -380,7 +380,6 @@ class DeviceArray:
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self._tensor: Any = None  # this array's aclTensor, made on first use and reused by every call
         self._tensor_finalizer: weakref.finalize[Any, Any] | None = None
-        self._prepared: dict[Any, Any] = {}  # calls prepared with this array as self (see npu.py)
         # Prepared calls that use this memory, shared by an allocation and all its views: closing any of
         # them releases these calls before the memory or a descriptor goes.
         self._calls: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -918,8 +917,7 @@ class DeviceArray:
         if self._closed_self:
             return
         self._closed_self = True
-        calls = list(self._calls)  # taken first: clearing _prepared may drop the last reference to some
-        self._prepared.clear()
+        calls = list(self._calls)  # a snapshot that holds every call alive while they close
         try:
             close_all(calls)
         finally:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 from emulator.emu import CannLibs, Emu, load_case
-from emulator.fixtures import Rt
+from emulator.fixtures import DEVICE_SETTINGS, Rt, fails_with, unset_settings
 
 pytestmark = pytest.mark.emulator
 
@@ -26,21 +26,7 @@ STREAM_COMPLETE, STREAM_NOT_READY = 0, 1
 EVENT_NOT_READY, EVENT_COMPLETE = 0, 1
 RT_PARAM, CONTEXT_NULL, STREAM_CONTEXT, ACLNN_RUNTIME = 107000, 107002, 107003, 361001
 FRESH = 0xA5  # what a new device block holds
-
-
-@pytest.fixture(autouse=True)
-def default_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("CANN_EMU_SOC", "CANN_EMU_WORKSPACE_BYTES", "CANN_EMU_DEVICE_MEMORY", "CANN_EMU_DEVICE_COUNT"):
-        monkeypatch.delenv(var, raising=False)
-
-
-def fails_with(c: CannLibs, code: int, want: int, *words: str) -> str:
-    """Assert a status and that the thread's message says each of ``words``; return the message."""
-    msg = c.last_error() or ""
-    assert code == want, f"{code} != {want}: {msg}"
-    for w in words:
-        assert w in msg, f"{w!r} not in {msg!r}"
-    return msg
+default_settings = unset_settings(*DEVICE_SETTINGS)
 
 
 def new_event(c: CannLibs, how: str, flag: int = 0) -> Any:

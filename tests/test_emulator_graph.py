@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from emulator.build import build
 from emulator.emu import OPERANDS, CannLibs, Case, Emu, load_case
-from emulator.fixtures import Rt
+from emulator.fixtures import DEVICE_SETTINGS, Rt, fails_with, unset_settings
 
 pytestmark = pytest.mark.emulator
 
@@ -32,20 +32,7 @@ RT_PARAM, STREAM_CAPTURED, EVENT_CAPTURED, MODE_NOT_SUPPORT = 107000, 107027, 10
 NOT_CAPTURED, WRONG_THREAD, MODEL_CAPTURED, CAPTURE_DEPENDENCY = 107029, 107038, 107026, 107024
 FEATURE_NOT_SUPPORT, INVALIDATED, AICORE, MODE_BLOCK_ASYNC = 207000, 507903, 507015, 107041
 FRESH = 0xA5
-
-
-@pytest.fixture(autouse=True)
-def default_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("CANN_EMU_SOC", "CANN_EMU_WORKSPACE_BYTES", "CANN_EMU_DEVICE_MEMORY", "CANN_EMU_DEVICE_COUNT"):
-        monkeypatch.delenv(var, raising=False)
-
-
-def fails_with(c: CannLibs, code: int, want: int, *words: str) -> str:
-    msg = c.last_error() or ""
-    assert code == want, f"{code} != {want}: {msg}"
-    for w in words:
-        assert w in msg, f"{w!r} not in {msg!r}"
-    return msg
+default_settings = unset_settings(*DEVICE_SETTINGS)
 
 
 def capture_status(c: CannLibs, stream: Any) -> tuple[int, Any]:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 from emulator.emu import INCLUDE, LIVE_COUNTERS, OPERANDS, CannError, CannLibs, Emu, load_case
-from emulator.fixtures import Rt
+from emulator.fixtures import DEVICE_SETTINGS, Rt, fails_with, unset_settings
 
 pytestmark = pytest.mark.emulator
 
@@ -26,21 +26,7 @@ TESTS = Path(__file__).resolve().parent
 VALID = sorted((TESTS / "data" / "conformance" / "valid").glob("*.npz"))
 H2D, D2H, D2D = 1, 2, 3
 RT_PARAM, CONTEXT_NULL, BAD_DEVICE, NO_MEMORY, AICORE = 107000, 107002, 107001, 207001, 507015
-
-
-@pytest.fixture(autouse=True)
-def default_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("CANN_EMU_SOC", "CANN_EMU_WORKSPACE_BYTES", "CANN_EMU_DEVICE_MEMORY", "CANN_EMU_DEVICE_COUNT"):
-        monkeypatch.delenv(var, raising=False)
-
-
-def fails_with(c: CannLibs, code: int, want: int, *words: str) -> str:
-    """Assert a status and that the thread's message says each of ``words``; return the message."""
-    msg = c.last_error() or ""
-    assert code == want, f"{code} != {want}: {msg}"
-    for w in words:
-        assert w in msg, f"{w!r} not in {msg!r}"
-    return msg
+default_settings = unset_settings(*DEVICE_SETTINGS)
 
 
 def run_script(lib64: Path, body: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

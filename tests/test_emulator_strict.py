@@ -18,29 +18,15 @@ from typing import Any
 import pytest
 from emulator.build import build
 from emulator.emu import OPERANDS, CannLibs, Emu, load_case
-from emulator.fixtures import Rt
+from emulator.fixtures import Rt, fails_with, unset_settings
 
 pytestmark = pytest.mark.emulator
 
 TESTS = Path(__file__).resolve().parent
 VALID = sorted((TESTS / "data" / "conformance" / "valid").glob("*.npz"))
 NULLPTR, INVALID_PARAM, INNER = 161001, 161002, 561000
-
-
-@pytest.fixture(autouse=True)
-def default_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("CANN_EMU_SOC", "CANN_EMU_WORKSPACE_BYTES", "CANN_EMU_REPEATABLE", "CANN_EMU_VERSION",
-                "CANN_EMU_STOP_ON_FAILURE", "CANN_EMU_NAN_VALUE"):
-        monkeypatch.delenv(var, raising=False)
-
-
-def fails_with(c: CannLibs, code: int, want: int, *words: str) -> str:
-    """Assert a status and that the thread's message says each of ``words``; return the message."""
-    msg = c.last_error() or ""
-    assert code == want, f"{code} != {want}: {msg}"
-    for w in words:
-        assert w in msg, f"{w!r} not in {msg!r}"
-    return msg
+default_settings = unset_settings("CANN_EMU_SOC", "CANN_EMU_WORKSPACE_BYTES", "CANN_EMU_REPEATABLE", "CANN_EMU_VERSION",
+                                  "CANN_EMU_STOP_ON_FAILURE", "CANN_EMU_NAN_VALUE")
 
 
 def run_script(lib64: Path, body: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

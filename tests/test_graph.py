@@ -63,6 +63,17 @@ class Step:
         for layer in range(LAYERS):
             qs.quant_scatter_(self.host[layer], idx, upd[layer], SCALES, backend="cpu")
 
+    def capture(self) -> tuple[qs.Graph, np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        """Feed seed 0 (indices too), run once (preparing every call) and mirror it on the host, then capture
+        one more run; return the graph and what was fed."""
+        idx, upd = self.feed(0)
+        self.idx.copy_from(idx, stream=self.stream)
+        self.run()
+        self.expect(idx, upd)
+        with qs.Graph(self.stream) as g:
+            self.run()
+        return g, idx, upd
+
     def close(self) -> None:
         for arr in (self.cache, self.idx, self.upd, self.sc):
             arr.close()
@@ -73,12 +84,7 @@ def test_a_captured_step_replays_with_one_call_and_stays_exact(graph_dev: Device
     graphs = emu.stat("live_graphs")
     with Stream() as stream:
         step = Step(stream)
-        idx, upd = step.feed(0)
-        step.idx.copy_from(idx, stream=stream)
-        step.run()  # the warm-up prepares every call
-        step.expect(idx, upd)
-        with qs.Graph(stream) as g:
-            step.run()
+        g, idx, upd = step.capture()
         assert len(g.calls) == LAYERS and emu.stat("live_graphs") == graphs + 1
         emu.reset()
         for seed in range(1, 6):
@@ -131,12 +137,7 @@ def test_a_graph_keeps_what_it_uses_until_closed(graph_dev: Device, emu: Emu) ->
     graphs = emu.stat("live_graphs")
     with Stream() as stream:
         step = Step(stream)
-        idx, upd = step.feed(0)
-        step.idx.copy_from(idx, stream=stream)
-        step.run()
-        step.expect(idx, upd)
-        with qs.Graph(stream) as g:
-            step.run()
+        g, idx, upd = step.capture()
         cache, upd_buf, host = step.cache, step.upd, step.host
         del step  # the user drops the index and scale arrays: the graph still uses them
         gc.collect()
@@ -159,19 +160,13 @@ def test_closing_the_stream_or_dropping_the_graph_releases_it(graph_dev: Device,
     graphs = emu.stat("live_graphs")
     stream = Stream()
     step = Step(stream)
-    step.feed(0)
-    step.run()
-    with qs.Graph(stream) as g:
-        step.run()
+    g, _, _ = step.capture()
     stream.close()
     assert g.closed and emu.stat("live_graphs") == graphs
     step.close()
     with Stream() as other:
         step = Step(other)
-        step.feed(0)
-        step.run()
-        with qs.Graph(other) as dropped:
-            step.run()
+        dropped, _, _ = step.capture()
         dropped.replay()
         del dropped
         gc.collect()
@@ -183,11 +178,7 @@ def test_closing_the_stream_or_dropping_the_graph_releases_it(graph_dev: Device,
 def test_write_indices_checks_before_writing(graph_dev: Device, emu: Emu) -> None:
     with Stream() as stream:
         step = Step(stream)
-        idx, _ = step.feed(0)
-        step.idx.copy_from(idx, stream=stream)
-        step.run()
-        with qs.Graph(stream) as g:
-            step.run()
+        g, idx, _ = step.capture()
         for bad, why in ((np.array([0, 3, 7, 40]), "start"), (np.array([0, 3]), "shape"),
                          (np.array([0.0, 1, 2, 3]), "integers")):
             with pytest.raises(InvalidValueError, match=why):

@@ -265,6 +265,24 @@ def _judge(exc: BaseException | None, symbol: str, code: int) -> str | None:
     return None
 
 
+def _next_call(probe: Probe, setup: Callable[[], _Run], body: Callable[[_Run], None],
+               before: dict[str, int] | None, problem: str | None) -> tuple[str | None, dict[str, int]]:
+    """After a fault: run the scenario once more and settle. Return ``problem``, or if None what the next call
+    did wrong, and the counters' growth since ``before`` without device bytes (the cache may keep blocks)."""
+    again = setup()
+    try:
+        body(again)
+        if problem is None and not _same(again.result, again.expected):
+            problem = "the next call gave a wrong result"
+    except Exception as exc:
+        problem = problem or f"the next call failed: {exc!r}"
+    finally:
+        again.close()
+    leak = _growth(before, _settle(probe)) or {}
+    leak.pop("live_device_bytes", None)
+    return problem, leak
+
+
 def fault_sweep(probe: Probe, codes: tuple[int, ...]) -> dict[str, Any]:
     """Inject each code into each call of each scenario in this process; count what survived.
 
@@ -309,20 +327,10 @@ def fault_sweep(probe: Probe, codes: tuple[int, ...]) -> dict[str, Any]:
                 with contextlib.suppress(QScatterError):
                     run.close()
                 _prepared._reuse["accepted"] = None  # a refused repeatable executor must not outlive the sweep
-                again = setup()
-                try:
-                    body(again)
-                    if problem is None and not _same(again.result, again.expected):
-                        problem = "the next call gave a wrong result"
-                except Exception as exc:
-                    problem = problem or f"the next call failed: {exc!r}"
-                finally:
-                    again.close()
-                leak = _growth(before, _settle(probe)) or {}
+                problem, leak = _next_call(probe, setup, body, before, problem)
                 if consumed:
                     leak.pop("live_executors", None)  # phase 2 consumed it (see PHASE_2): never ours to free
                 allowed = {DESTROY_LEAK[symbol]: 1} if refused else {}
-                leak.pop("live_device_bytes", None)
                 if problem is None and leak != allowed:
                     problem = f"leaked {leak}"
                 if problem is None:
@@ -363,17 +371,7 @@ def kernel_faults(probe: Probe) -> dict[str, Any]:
         probe.clear_faults()
         with contextlib.suppress(QScatterError):
             run.close()
-        again = setup()
-        try:
-            body(again)
-            if problem is None and not _same(again.result, again.expected):
-                problem = "the next call gave a wrong result"
-        except Exception as exc:
-            problem = problem or f"the next call failed: {exc!r}"
-        finally:
-            again.close()
-        leak = _growth(before, _settle(probe)) or {}
-        leak.pop("live_device_bytes", None)
+        problem, leak = _next_call(probe, setup, body, before, problem)
         if problem is None and leak:
             problem = f"leaked {leak}"
         if problem is None:
@@ -383,7 +381,8 @@ def kernel_faults(probe: Probe) -> dict[str, Any]:
     return {"available": True, "injected": injected, "survived": survived, "failures": failures}
 
 
-STICKY_CHILD = r"""
+# What each child script starts with: its report, printed last at exit with the live counters then.
+_CHILD_PRELUDE = r"""
 import atexit, json, sys
 from pyacl_qscatter._cli.probe import Probe
 probe = Probe.for_loaded_cann()
@@ -393,6 +392,9 @@ def _final():  # registered before the package initialises: runs after its teard
     sys.stdout.write("STRESS-CHILD " + json.dumps(out) + "\n")
     sys.stdout.flush()
 atexit.register(_final)
+"""
+
+STICKY_CHILD = _CHILD_PRELUDE + r"""
 from pyacl_qscatter._cli.stress import sticky_workload
 out.update(sticky_workload(probe))
 """
@@ -438,19 +440,11 @@ def sticky_fault(probe: Probe) -> dict[str, Any]:
     """
     if not probe.faults:
         return {"available": False, "why": probe.why or "the toolkit exports no fault injection"}
-    env = dict(os.environ)
-    env.pop("CANN_EMU_FAIL", None)
-    try:
-        out = subprocess.run([sys.executable, "-c", STICKY_CHILD], capture_output=True, text=True, env=env,
-                             timeout=120)
-    except subprocess.TimeoutExpired:
-        return {"available": True, "injected": 1, "survived": 0, "failures": ["sticky fault: the child hung"]}
-    lines = [x for x in out.stdout.splitlines() if x.startswith("STRESS-CHILD ")]
+    r = _run_child(STICKY_CHILD)
     problem: str | None = None
-    if out.returncode != 0 or "Traceback" in out.stderr or not lines:
-        problem = f"exit status {out.returncode}: {out.stderr.strip()[-300:]}"
+    if isinstance(r, str):
+        problem = r
     else:
-        r = json.loads(lines[-1].split(" ", 1)[1])
         after = {k: v for k, v in (r.get("after") or {}).items() if v and k != "live_device_bytes"}
         if r["first"] != [DEVICE_FAULT, True] or r["second"] != [DEVICE_FAULT, True]:
             problem = f"reported {r['first']} then {r['second']}, expected a sticky {DEVICE_FAULT} twice"
@@ -464,16 +458,7 @@ def sticky_fault(probe: Probe) -> dict[str, Any]:
     return {"available": True, "injected": 1, "survived": 1 - len(failures), "failures": failures}
 
 
-CHILD = r"""
-import atexit, json, sys
-from pyacl_qscatter._cli.probe import Probe
-probe = Probe.for_loaded_cann()
-out = {}
-def _final():  # registered before the package initialises: runs after its teardown
-    out["after"] = probe.live()
-    sys.stdout.write("STRESS-CHILD " + json.dumps(out) + "\n")
-    sys.stdout.flush()
-atexit.register(_final)
+CHILD = _CHILD_PRELUDE + r"""
 from pyacl_qscatter._cli.stress import child_workload
 out.update(child_workload())
 symbol, code = sys.argv[1], int(sys.argv[2])
@@ -520,21 +505,32 @@ def child_workload() -> dict[str, Any]:
     return report
 
 
-def _child(symbol: str, code: int, start: bool) -> str | None:
+def _run_child(script: str, *args: str, fail: str | None = None) -> dict[str, Any] | str:
+    """Run ``script`` in a child process, with ``CANN_EMU_FAIL`` set to ``fail`` or unset; return the report
+    it printed last, or what went wrong."""
     env = dict(os.environ)
     env.pop("CANN_EMU_FAIL", None)
-    if start:
-        env["CANN_EMU_FAIL"] = f"{symbol}:1:{code}"  # the emulator reads it at the first CANN call
-    args = ("none", "0") if start else (symbol, str(code))
+    if fail is not None:
+        env["CANN_EMU_FAIL"] = fail
     try:
-        out = subprocess.run([sys.executable, "-c", CHILD, *args], capture_output=True, text=True, env=env,
+        out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env,
                              timeout=120)
     except subprocess.TimeoutExpired:
         return "the child process hung"
     lines = [x for x in out.stdout.splitlines() if x.startswith("STRESS-CHILD ")]
     if out.returncode != 0 or "Traceback" in out.stderr or not lines:
         return f"exit status {out.returncode}: {out.stderr.strip()[-300:]}"
-    report = json.loads(lines[-1].split(" ", 1)[1])
+    report: dict[str, Any] = json.loads(lines[-1].split(" ", 1)[1])
+    return report
+
+
+def _child(symbol: str, code: int, start: bool) -> str | None:
+    if start:  # the emulator reads CANN_EMU_FAIL at the first CANN call
+        report = _run_child(CHILD, "none", "0", fail=f"{symbol}:1:{code}")
+    else:
+        report = _run_child(CHILD, symbol, str(code))
+    if isinstance(report, str):
+        return report
     if not report["second_ok"]:
         return "the next call did not work"
     if start:

@@ -10,6 +10,10 @@
   process keeps the first ``libascendcl.so`` it loads.
 - ``emulator_cann`` (session): :class:`~emulator.emu.CannLibs` over ``emulator_root``, the raw C
   interface without the package.
+- ``rt`` (function): :class:`Rt`, ``emulator_cann`` with device 0 set and a stream of its own.
+
+For the raw-interface test modules: ``unset_settings(*names)`` makes the autouse fixture that unsets
+emulator settings around each test, and ``fails_with`` asserts a status and the thread's message.
 """
 
 from __future__ import annotations
@@ -34,6 +38,29 @@ __all__ = [
 ]
 
 REQUIRE_ENV = "PYACL_QSCATTER_REQUIRE_EMULATOR"
+DEVICE_SETTINGS = ("CANN_EMU_SOC", "CANN_EMU_WORKSPACE_BYTES", "CANN_EMU_DEVICE_MEMORY", "CANN_EMU_DEVICE_COUNT")
+
+
+def unset_settings(*names: str) -> Any:
+    """An autouse fixture, named ``default_settings``, that unsets the emulator settings ``names`` for each
+    test of the module that binds it (``default_settings = unset_settings(*DEVICE_SETTINGS)``), so a setting
+    left in the environment cannot change what the tests see."""
+
+    @pytest.fixture(autouse=True, name="default_settings")
+    def fixture(monkeypatch: pytest.MonkeyPatch) -> None:
+        for var in names:
+            monkeypatch.delenv(var, raising=False)
+
+    return fixture
+
+
+def fails_with(c: CannLibs, code: int, want: int, *words: str) -> str:
+    """Assert a status and that the thread's message says each of ``words``; return the message."""
+    msg = c.last_error() or ""
+    assert code == want, f"{code} != {want}: {msg}"
+    for w in words:
+        assert w in msg, f"{w!r} not in {msg!r}"
+    return msg
 
 
 def build_or_skip(dest: Path, *, sanitize: bool = False, no_v2: bool | None = None) -> Path:

@@ -520,14 +520,25 @@ int emu_event_replay_record(const emu_task_desc *t, void *stream, int *rc)
     return 1;
 }
 
-static aclError record_event_locked(aclrtEvent event, aclrtStream stream)
+/* What recording an event on a stream and making a stream wait for one check first, in this order: ACL
+ * initialised, a live event, a stream that takes work in the calling thread's context. */
+static int event_on_stream(aclrtEvent event, aclrtStream stream, emu_event **e, emu_stream **s)
 {
     int rc = emuInternalRequireInit();
     if (rc || (rc = check_event(event, "event"))) return rc;
     void *sv;
     if ((rc = emuInternalStreamLaunch(stream, &sv, NULL, EMU_RT_STREAM_CONTEXT))) return rc;
-    emu_stream *s = sv;
-    emu_event *e = event;
+    *e = event;
+    *s = sv;
+    return 0;
+}
+
+static aclError record_event_locked(aclrtEvent event, aclrtStream stream)
+{
+    emu_event *e;
+    emu_stream *s;
+    int rc = event_on_stream(event, stream, &e, &s);
+    if (rc) return rc;
     if (!s->capture) return record_on(e, s);
     record_job *j = malloc(sizeof *j);
     if (!j) return ACL_ERROR_RT_INTERNAL_ERROR;
@@ -564,12 +575,10 @@ static int run_wait(void *payload, char *msg, size_t cap)
 
 static aclError wait_event_locked(aclrtStream stream, aclrtEvent event)
 {
-    int rc = emuInternalRequireInit();
-    if (rc || (rc = check_event(event, "event"))) return rc;
-    void *sv;
-    if ((rc = emuInternalStreamLaunch(stream, &sv, NULL, EMU_RT_STREAM_CONTEXT))) return rc;
-    emu_stream *s = sv;
-    emu_event *e = event;
+    emu_event *e;
+    emu_stream *s;
+    int rc = event_on_stream(event, stream, &e, &s);
+    if (rc) return rc;
     if (!e->plain && !(e->flags & ACL_EVENT_SYNC)) {
         /* CANN's documentation of aclrtCreateEventWithFlag and aclrtCreateEventExWithFlag: without
          * ACL_EVENT_SYNC the event cannot be used with aclrtStreamWaitEvent (a timing-only event). */
