@@ -19,6 +19,7 @@ from .bench_import import import_figures
 GOALS = {
     "overhead_ratio": "host time of a steady-state device call / the same C calls made raw (goal <= 2.0)",
     "mallocs_per_call": "aclrtMalloc calls per steady-state call (goal 0)",
+    "numpy_call_ratio": "NumPy-in/out call at decode size on the npu backend / on the cpu backend (goal <= 1.5)",
     "transfer_ratio": "bytes moved by a NumPy in-place call at the seed's shape / the minimum (goal <= 1.2)",
     "cpu_memcpy_ratio": "NumPy copy time of the updates' bytes / reference quantize time (goal >= 0.15)",
     "decode_ratio": "host time of a decode step with host indices / its C floor (goal <= 4.0)",

@@ -31,7 +31,7 @@ def _snapshot(probe: Probe, symbols: list[str]) -> dict[str, int]:
     return {n: probe.stat(n) or 0 for n in names}
 
 
-def _interleaved_best(ours: Callable[[], None], floor: Callable[[], None], calls: int, rounds: int,
+def _interleaved_best(ours: Callable[[], object], floor: Callable[[], object], calls: int, rounds: int,
                       sync: Callable[[], None]) -> tuple[float, float]:
     """Best per-call host time of each, measured in alternating rounds so both see the same machine."""
     best = [float("inf"), float("inf")]
@@ -73,7 +73,23 @@ def npu_figures(calls: int = 1000, rounds: int = 5) -> dict[str, Any]:
             for arr in arrays:
                 arr.close()
     figures.update(_transfer(probe, symbols))
+    figures.update(_numpy_call(rng, rounds))
     return figures
+
+
+def _numpy_call(rng: np.random.Generator, rounds: int, calls: int = 50) -> dict[str, Any]:
+    """NumPy in, NumPy out at decode size (cache [8, 4096, 1024] int8 on the host, updates [8, 1, 1024] bf16):
+    host time of the npu backend's call (upload, two phases, download, one wait) over the cpu backend's,
+    measured in alternating rounds."""
+    b, seq, dim = 8, 4096, 1024
+    cache = np.zeros((b, seq, dim), np.int8)
+    indices = rng.permutation(seq)[:b].astype(np.int32)
+    updates = rng.uniform(1, 2, (b, 1, dim)).astype(ml_dtypes.bfloat16)
+    scales = rng.uniform(0.1, 1, dim).astype(ml_dtypes.bfloat16)
+    npu, cpu = _interleaved_best(lambda: quant_scatter_(cache, indices, updates, scales, backend="npu"),
+                                 lambda: quant_scatter_(cache, indices, updates, scales, backend="cpu"),
+                                 calls, rounds, lambda: None)
+    return {"numpy_call_us": npu * 1e6, "numpy_call_cpu_us": cpu * 1e6, "numpy_call_ratio": npu / cpu}
 
 
 def _overhead(arrays: list[DeviceArray], stream: Stream, calls: int, rounds: int, probe: Probe,
