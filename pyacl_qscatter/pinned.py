@@ -211,15 +211,7 @@ class PinnedPool:
         if self._parked:
             with use_device(self.device_id):
                 _calls.synchronize_device()
-        with self._lock:
-            taken = [p for bucket in self._free.values() for p in bucket] + [p for p, _ in self._parked]
-            self.taken_bytes -= sum(size for _, size in self._parked)
-            self._free.clear()
-            self._parked.clear()
-            self.cached_bytes = 0
-        if taken:
-            with use_device(self.device_id):
-                call_each(_calls.free_host, taken)
+        self._free_everything()
 
     def abandon(self) -> None:
         """For `Device.reset` of a stopped device, which runs no more queued work: free every buffer, the
@@ -227,6 +219,10 @@ class PinnedPool:
 
         >>> pinned_pool(0).abandon()  # doctest: +SKIP
         """
+        self._free_everything()
+
+    def _free_everything(self) -> None:
+        """Free every free and parked buffer now (the caller made sure no queued copy still uses them)."""
         with self._lock:
             taken = [p for bucket in self._free.values() for p in bucket] + [p for p, _ in self._parked]
             self.taken_bytes -= sum(size for _, size in self._parked)
