@@ -83,7 +83,7 @@ def _quantize_chunks(src: Array, out: Array, bits: Array, tiled_s: Array, tiled_
         np.rint(yy, out=yy)  # round half to even
         dst = out[r0 : r0 + m]
         np.copyto(dst, yy, casting="unsafe")
-        if np.isnan(np.add.reduce(yy, axis=None)):  # values are clipped, so only NaN makes the sum NaN
+        if np.isnan(np.maximum.reduce(yy, axis=None)):  # maximum propagates NaN (and is 5x cheaper than a sum)
             dst[np.isnan(yy)] = 0
 
 
