@@ -23,6 +23,7 @@ Array = np.ndarray[Any, Any]
 
 CHUNK_ELEMENTS = 1 << 18  # 1 MiB of float32: stays in a core's L2 across the passes over one chunk
 MIN_PARALLEL_ELEMENTS = 1 << 20
+SLICED_ROWS = 64  # up to this many batch rows, scatter copies one block per row (a loop in Python)
 _LOW, _HIGH = np.float32(-128.0), np.float32(127.0)
 _pool: ThreadPoolExecutor | None = None
 
@@ -145,6 +146,10 @@ def scatter(self: Array, indices: Array, quantized: Array, plan: Plan) -> None:
     # Bring axis next to the batch axis: target[dest[b], start[b] + k, ...] = q[b, k, ...].
     target = np.moveaxis(self, a, 1)
     source = np.moveaxis(quantized, a, 1)
+    if idx.shape[0] <= SLICED_ROWS:  # one block copy per row: about 3x faster than fancy indexing
+        for b, (d, s) in enumerate(zip(dest.tolist(), start.tolist(), strict=True)):
+            target[d, s : s + block] = source[b]
+        return
     positions = start[:, None] + np.arange(block)[None, :]
     target[dest[:, None], positions] = source
 

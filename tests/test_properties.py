@@ -24,6 +24,7 @@ from slow_reference import quantize_one, slow_quant_scatter, vector_quant_scatte
 
 import pyacl_qscatter as pq
 from pyacl_qscatter.errors import ContractError, InvalidValueError, QScatterError
+from pyacl_qscatter.reference import SLICED_ROWS
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 COMBOS: dict[str, tuple[np.dtype, np.dtype, np.dtype]] = {
@@ -614,3 +615,24 @@ def test_python_scalar_scale_with_one_channel_on_950() -> None:
     out = pq.quant_scatter(self_arr, idx, updates, 0.5, product="950", backend="cpu")
     np.testing.assert_array_equal(out, slow_quant_scatter(self_arr, idx, updates, np.array([0.5], BF16)))
     np.testing.assert_array_equal(out[:, :, 0], [[0, 2, 5], [-6, 14, 0]])
+
+
+@pytest.mark.parametrize("rows", [SLICED_ROWS, SLICED_ROWS + 1, 300])
+@pytest.mark.parametrize("idx_2d", [False, True])
+def test_scatter_by_row_and_by_fancy_index_agree_with_the_oracle(rows: int, idx_2d: bool) -> None:
+    """Few batch rows are copied one block at a time, many through one fancy-indexed assignment: both
+    must write what the independent oracle writes, and nothing else."""
+    rng = np.random.default_rng(rows)
+    s, u = 40, 3
+    if idx_2d:
+        self_ = rng.integers(-128, 128, (rows // 2 + 1, s, 32), dtype=np.int8)
+        slots = rng.permutation(self_.shape[0] * (s // u))[:rows]  # disjoint blocks of u positions
+        indices = np.stack([slots // (s // u), (slots % (s // u)) * u], axis=1).astype(np.int64)
+    else:
+        self_ = rng.integers(-128, 128, (rows, s, 32), dtype=np.int8)
+        indices = rng.integers(0, s - u + 1, rows).astype(np.int32)
+    updates = rng.uniform(-200, 200, (rows, u, 32)).astype(ml_dtypes.bfloat16)
+    scales = rng.uniform(0.5, 2, 32).astype(ml_dtypes.bfloat16)
+    expected = vector_quant_scatter(self_, indices, updates, scales)
+    got = pq.quant_scatter(self_, indices, updates, scales, backend="cpu")
+    np.testing.assert_array_equal(got, expected)
